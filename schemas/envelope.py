@@ -1,0 +1,50 @@
+"""The booking envelope a producer appends to `ticketrelay:bookings` (CONTRACT.md section 1)."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ProviderName = Literal["remypass", "fourvenues", "fourvenues_channels", "eguma"]
+PROVIDERS: tuple[str, ...] = ("remypass", "fourvenues", "fourvenues_channels", "eguma")
+MESSAGE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+ACCOUNT_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+MAX_METADATA_KEYS = 32
+
+
+class Envelope(BaseModel):
+    """One booking request. `payload` is the provider's own body; it is checked against the
+    provider's schema separately (schemas.payloads), so that the error names the provider."""
+
+    model_config = ConfigDict(extra="forbid", title="ticketrelay booking envelope")
+
+    version: Literal[1] = Field(1, description="Contract version.")
+    message_id: str = Field(
+        pattern=MESSAGE_ID_PATTERN,
+        description="The producer's unique id for this booking request; the dedup key.",
+    )
+    provider: ProviderName = Field(description="Which provider API to call.")
+    account: str = Field(
+        "default",
+        pattern=ACCOUNT_PATTERN,
+        description="Which configured credential set of that provider to use.",
+    )
+    payload: dict[str, Any] = Field(
+        description="The provider's own request body, exactly as that provider documents it."
+    )
+    reply_to: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="Results stream key; must start with the configured results prefix.",
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description="Echoed back unchanged in the result; at most 32 keys.",
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_METADATA_KEYS:
+            raise ValueError(f"at most {MAX_METADATA_KEYS} keys allowed, got {len(value)}")
+        return value

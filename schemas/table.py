@@ -1,0 +1,52 @@
+"""The `ticket_issuances` table: one row per idempotency key, the source of truth.
+
+Columns named in CONTRACT.md section 2 are public; the ones below the marker are internal
+bookkeeping of the state machine (lease, backoff, payload for re-drives).
+"""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class TicketIssuance(SQLModel, table=True):
+    __tablename__ = "ticket_issuances"
+    __table_args__ = (
+        UniqueConstraint("idempotency_key", name="uq_ticket_issuances_idempotency_key"),
+        Index("ix_ticket_issuances_status_updated", "status", "updated_at"),
+        Index("ix_ticket_issuances_message", "provider", "account", "message_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=36, nullable=False)
+    message_id: str = Field(max_length=128, nullable=False)
+    provider: str = Field(max_length=32, nullable=False)
+    account: str = Field(max_length=64, nullable=False)
+    generation: int = Field(default=0, nullable=False)
+    status: str = Field(max_length=16, nullable=False)
+    attempts: int = Field(default=0, nullable=False)
+    provider_reference: str | None = Field(default=None, max_length=256)
+    tickets: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    error_type: str | None = Field(default=None, max_length=64)
+    error_message: str | None = Field(default=None, max_length=1024)
+    http_status: int | None = None
+    created_at: datetime = Field(nullable=False)
+    updated_at: datetime = Field(nullable=False)
+    completed_at: datetime | None = None
+    callback_sent_at: datetime | None = None
+
+    # --- internal ---
+    payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    payload_sha256: str = Field(max_length=64, nullable=False)
+    reply_to: str = Field(max_length=256, nullable=False)
+    message_metadata: dict[str, str] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    error_retryable: bool | None = None
+    # An earlier attempt may have reached the provider and created tickets.
+    in_doubt: bool = Field(default=False, nullable=False)
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = None
+    next_attempt_at: datetime | None = None

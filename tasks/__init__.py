@@ -1,0 +1,14 @@
+"""The Celery tasks: thin wrappers over worker.issuing. Imported by the worker through the
+app's `include`, never by the worker package itself."""
+
+from pathlib import Path
+
+import worker  # noqa: F401  (runs the import-name guard)
+
+_ROOT = Path(__file__).resolve().parent.parent
+if Path(worker.__file__).resolve().parent.parent != _ROOT:  # pragma: no cover
+    raise ImportError(f"`worker` was imported from {worker.__file__}, not from {_ROOT}")
+
+from tasks.issue import issue_ticket, sweep  # noqa: E402
+
+__all__ = ["issue_ticket", "sweep"]

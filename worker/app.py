@@ -1,0 +1,78 @@
+"""The Celery app and its configuration. The app names the tasks module in `include`, so the
+worker package never imports `tasks` (dependencies point one way)."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import setup_logging as celery_setup_logging
+
+from worker.logs import setup_logging
+from worker.settings import Settings, get_settings
+
+ISSUE_TASK = "ticketrelay.issue"
+SWEEP_TASK = "ticketrelay.sweep"
+
+
+def make_app(settings: Settings | None = None) -> Celery:
+    s = settings or get_settings()
+    if s.max_countdown_s >= s.visibility_timeout_s:
+        # A countdown longer than the visibility timeout makes Redis redeliver the waiting
+        # task and run it again (measured: 4 runs). Refuse to start instead.
+        raise ValueError("TICKETRELAY_MAX_COUNTDOWN_S must be below TICKETRELAY_VISIBILITY_TIMEOUT_S")
+    app = Celery("ticketrelay", include=["tasks"])
+    app.conf.update(
+        broker_url=s.redis_url,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        broker_transport_options={
+            "visibility_timeout": s.visibility_timeout_s,
+            # kombu's defaults bring a killed worker's message back only after ~100 s more.
+            "unacked_restore_interval": 1,
+            "unacked_restore_throttle": 1,
+            "socket_timeout": 15,
+            "socket_connect_timeout": 5,
+            "health_check_interval": 10,
+        },
+        task_ignore_result=True,  # results travel on our own stream, not a backend
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=s.queue,
+        task_time_limit=s.task_time_limit_s,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_soft_shutdown_timeout=s.soft_shutdown_timeout_s,
+        worker_enable_soft_shutdown_on_idle=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        beat_schedule={
+            "sweep": {"task": SWEEP_TASK, "schedule": s.sweep_interval_s, "options": {"expires": s.sweep_interval_s}},
+        },
+        timezone="UTC",
+        enable_utc=True,
+    )
+    return app
+
+
+app = make_app()
+
+
+def enqueue_issue(key: str, countdown: float | None = None) -> None:
+    """Send the claim-check task: it carries only the idempotency key, nothing personal."""
+    app.send_task(
+        ISSUE_TASK,
+        args=[key],
+        argsrepr=repr((key,)),
+        kwargsrepr="{}",
+        countdown=countdown,
+        queue=get_settings().queue,
+    )
+
+
+@celery_setup_logging.connect
+def _use_our_logging(**_kwargs: object) -> None:
+    # Connecting this signal stops Celery from configuring logging itself: JSON lines instead.
+    setup_logging()

@@ -1,0 +1,182 @@
+"""The `ticketrelay` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from worker.logs import setup_logging
+from worker.settings import get_accounts, get_settings
+
+
+def _redis() -> Any:
+    import redis
+
+    return redis.Redis.from_url(get_settings().redis_url)
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    from worker.migrate import upgrade
+
+    upgrade(get_settings().database_url)
+    print(f"database is at the newest schema: {_safe_url(get_settings().database_url)}")
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def cmd_intake(_args: argparse.Namespace) -> int:
+    from worker.app import enqueue_issue
+    from worker.db import get_engine
+    from worker.intake import Intake
+
+    setup_logging()
+    settings = get_settings()
+    intake = Intake(_redis(), get_engine(), settings, get_accounts(settings), enqueue_issue)
+    intake.run(_stop_on_signals())
+    return 0
+
+
+def _celery(argv: list[str], extra_env: dict[str, str] | None = None) -> int:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(extra_env or {})
+    os.execvpe(sys.executable, [sys.executable, "-m", "celery", "-A", "worker.app:app", *argv], env)
+    return 0  # pragma: no cover
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    s = get_settings()
+    argv = ["worker", "-P", s.worker_pool, "-c", str(s.worker_concurrency), "-Q", s.queue,
+            "-E", "--loglevel", "INFO", *args.celery_args]
+    # Plain SIGTERM makes Celery wait for running tasks without limit; as SIGQUIT it honours
+    # worker_soft_shutdown_timeout, then returns unfinished messages to the queue.
+    return _celery(argv, {"REMAP_SIGTERM": "SIGQUIT"})
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    state = Path(os.environ.get("TICKETRELAY_STATE_DIR", ".ticketrelay"))
+    state.mkdir(parents=True, exist_ok=True)
+    return _celery(["beat", "--loglevel", "INFO", "-s", str(state / "celerybeat-schedule"), *args.celery_args])
+
+
+def cmd_flower(args: argparse.Namespace) -> int:
+    return _celery(["flower", *args.celery_args])
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from worker.sandbox.__main__ import main as sandbox_main
+
+    return sandbox_main(["--host", args.host, "--port", str(args.port)])
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from worker.producer import publish_lines
+
+    path = Path(args.file)
+    with (sys.stdin if args.file == "-" else path.open()) as fh:
+        n = publish_lines(_redis(), fh, get_settings().intake_stream)
+    print(f"published {n} envelope(s) to {get_settings().intake_stream}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from worker.status import collect, render
+
+    data = collect(get_settings())
+    print(json.dumps(data, indent=2, default=str) if args.json else render(data))
+    return 0
+
+
+def cmd_redis_cli(args: argparse.Namespace) -> int:
+    """A stand-in for redis-cli on machines without it: runs one command, prints the reply."""
+    reply = _redis().execute_command(*args.words)
+    print(_format_reply(reply))
+    return 0
+
+
+def _format_reply(reply: Any, indent: int = 0) -> str:
+    pad = " " * indent
+    if isinstance(reply, bytes):
+        return pad + reply.decode(errors="replace")
+    if isinstance(reply, (list, tuple)):
+        return "\n".join(_format_reply(r, indent + 2) for r in reply) or pad + "(empty)"
+    if isinstance(reply, dict):
+        return "\n".join(f"{pad}{_format_reply(k)}: {_format_reply(v)}" for k, v in reply.items())
+    return pad + str(reply)
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from worker.dev import run_dev
+
+    return run_dev(demo=args.demo, exit_when_done=False)
+
+
+def cmd_demo(_args: argparse.Namespace) -> int:
+    from worker.dev import run_dev
+
+    return run_dev(demo=True, exit_when_done=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ticketrelay", description="Relay bookings to ticket providers.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
+    sub.add_parser("intake", help="consume the bookings stream").set_defaults(fn=cmd_intake)
+    for name, fn, text in (("worker", cmd_worker, "run the Celery worker"),
+                           ("beat", cmd_beat, "run Celery beat (the sweeper schedule)"),
+                           ("flower", cmd_flower, "run Flower")):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("celery_args", nargs=argparse.REMAINDER, help="passed on to celery")
+        sp.set_defaults(fn=fn)
+    sp = sub.add_parser("sandbox", help="serve the provider simulators over HTTP")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8765)
+    sp.set_defaults(fn=cmd_sandbox)
+    sp = sub.add_parser("publish", help="publish envelopes from a JSONL file (- for stdin)")
+    sp.add_argument("file")
+    sp.set_defaults(fn=cmd_publish)
+    sp = sub.add_parser("status", help="queue depths and counts by status")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_status)
+    sp = sub.add_parser("redis-cli", help="run one Redis command (for machines without redis-cli)")
+    sp.add_argument("words", nargs="+")
+    sp.set_defaults(fn=cmd_redis_cli)
+    sp = sub.add_parser("dev", help="everything on one machine, embedded defaults")
+    sp.add_argument("--demo", action="store_true", help="publish sample bookings of every provider")
+    sp.set_defaults(fn=cmd_dev)
+    sub.add_parser("demo", help="run everything, issue sample bookings of every provider, stop"
+                   ).set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Database engine and sessions. SQLite by default, PostgreSQL in production."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+
+from worker.settings import get_settings
+
+
+def make_engine(url: str, pool_size: int = 10) -> Engine:
+    if url.startswith("sqlite"):
+        # Worker threads share one file: WAL lets readers and one writer work side by side,
+        # busy_timeout makes a writer wait for the lock instead of failing at once.
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=False,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    # pre_ping: a PostgreSQL restart must not turn into errors on the next booking.
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+@lru_cache(maxsize=4)
+def _cached_engine(url: str, pool_size: int) -> Engine:
+    return make_engine(url, pool_size)
+
+
+def get_engine() -> Engine:
+    settings = get_settings()
+    return _cached_engine(settings.database_url, max(10, settings.worker_concurrency + 4))

@@ -1,0 +1,136 @@
+"""`ticketrelay dev` and `ticketrelay demo`: the whole system on one machine."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import redis
+
+from worker.demo import demo_envelopes
+from worker.embedded import redis_answers, start_for_url
+from worker.migrate import upgrade
+from worker.producer import publish
+from worker.settings import get_settings
+from worker.supervisor import Supervisor
+
+
+def _port_open(url: str) -> bool:
+    u = urlparse(url)
+    try:
+        with socket.create_connection((u.hostname or "127.0.0.1", u.port or 80), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def _wait(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not come up within {timeout:.0f}s")
+
+
+def _print_results(results: list[dict[str, Any]]) -> None:
+    print(f"\n{'provider':<20} {'status':<12} {'att':>3}  {'reference':<38} tickets (code)")
+    for r in sorted(results, key=lambda r: r["provider"]):
+        codes = ", ".join(str(t.get("code")) for t in r["tickets"]) or "-"
+        err = f"  error: {r['error']['type']}: {r['error']['message']}" if r.get("error") else ""
+        print(f"{r['provider']:<20} {r['status']:<12} {r['attempts']:>3}  "
+              f"{str(r['provider_reference'] or '-'):<38} {codes}{err}")
+
+
+def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0) -> int:
+    s = get_settings()
+    state = Path(".ticketrelay")
+    sup = Supervisor(log_dir=state / "logs")
+    embedded = None
+    stopping = False
+
+    def on_signal(_n: int, _f: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if redis_answers(s.redis_url):
+            print(f"redis     {s.redis_url} (already running, used as it is)")
+        else:
+            embedded = start_for_url(s.redis_url)
+            print(f"redis     {s.redis_url} (embedded valkey-server, nothing kept on disk)")
+        if s.accounts_file is None:
+            if not _port_open(s.sandbox_url):
+                sup.start("sandbox", ["sandbox", "--host", urlparse(s.sandbox_url).hostname or "127.0.0.1",
+                                      "--port", str(urlparse(s.sandbox_url).port or 8765)])
+                _wait(lambda: _port_open(s.sandbox_url), 20, "the sandbox")
+            print(f"providers {s.sandbox_url} (no TICKETRELAY_ACCOUNTS_FILE set: the built-in "
+                  "provider SANDBOX answers; no real provider is called)")
+        else:
+            print(f"providers real accounts from {s.accounts_file}")
+        upgrade(s.database_url)
+        print(f"database  {s.database_url}")
+        for name in ("intake", "worker", "beat"):
+            sup.start(name, [name])
+        print(f"processes intake, worker, beat (logs in {sup.log_dir}/)")
+        print(f"publish   XADD {s.intake_stream} * message '<JSON envelope>'   "
+              f"(or: ./ticketrelay publish FILE.jsonl)")
+        print(f"results   XREAD STREAMS {s.results_stream} 0")
+        client = redis.Redis.from_url(s.redis_url)
+        wanted: set[str] = set()
+        start_id = f"{int(time.time() * 1000) - 1}-0"
+        if demo:
+            for env in demo_envelopes():
+                publish(client, env, s.intake_stream)
+                wanted.add(env["message_id"])
+            print(f"demo      published {len(wanted)} sample bookings, one per provider")
+        seen: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout_s
+        last_view = 0.0
+        while not stopping:
+            dead = sup.dead()
+            if dead:
+                print(f"process(es) exited: {', '.join(dead)}; see {sup.log_dir}/")
+                return 1
+            for _id, fields in client.xrange(s.results_stream, min=start_id):
+                r = json.loads(fields[b"result"])
+                if r["message_id"] in wanted:
+                    seen[r["message_id"]] = r
+            if exit_when_done:
+                if wanted and len(seen) == len(wanted):
+                    _print_results(list(seen.values()))
+                    ok = all(r["status"] == "issued" for r in seen.values())
+                    print("\nall demo bookings issued" if ok else "\nsome demo bookings did not issue")
+                    return 0 if ok else 1
+                if time.monotonic() > deadline:
+                    print(f"timed out: {len(seen)} of {len(wanted)} results arrived")
+                    return 1
+            elif time.monotonic() - last_view > 5:
+                last_view = time.monotonic()
+                _live_view(s)
+            time.sleep(0.3)
+        return 0
+    finally:
+        print("stopping ...")
+        sup.stop(timeout=s.soft_shutdown_timeout_s + 5)
+        if embedded is not None:
+            embedded.terminate()
+            embedded.wait(10)
+        print("stopped")
+
+
+def _live_view(s: Any) -> None:
+    from worker.status import collect
+
+    data = collect(s)
+    counts = " ".join(f"{k}={v}" for k, v in sorted(data["bookings"]["by_status"].items())) or "no bookings yet"
+    r = data["redis"]
+    print(f"[{time.strftime('%H:%M:%S')}] {counts} | intake={r.get('intake_stream')} "
+          f"queue={r.get('celery_queue')} results={r.get('results_stream')} dead={r.get('dead_letters')}")

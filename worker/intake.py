@@ -1,0 +1,229 @@
+"""The intake: consumes the bookings stream through a consumer group (at least once), and for
+each entry validates, keys, writes the ledger row, enqueues a claim-check task, acknowledges.
+
+An entry is acknowledged only after its outcome is durable (a ledger row plus a task, or a
+dead letter plus a rejected result), so a crash anywhere means the entry is read again, by this
+consumer or, after `intake_reclaim_idle_ms`, by another.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from schemas.result import ResultError
+from schemas.statuses import Status
+from worker import ledger
+from worker.results import dead_letter, publish_result, result_from_row
+from worker.settings import AccountConfig, Settings
+from worker.validation import Accepted, Rejected, validate_entry
+
+log = logging.getLogger("ticketrelay.intake")
+
+Enqueue = Callable[[str], None]
+
+# Errors after which the entry must be tried again, not dead-lettered: the outside is down.
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, SQLAlchemyError, OSError)
+
+
+class Intake:
+    def __init__(
+        self,
+        client: redis.Redis,
+        engine: Engine,
+        settings: Settings,
+        accounts: dict[tuple[str, str], AccountConfig],
+        enqueue: Enqueue,
+    ) -> None:
+        self.client = client
+        self.engine = engine
+        self.settings = settings
+        self.accounts = accounts
+        self.enqueue = enqueue
+        self.stream = settings.intake_stream
+        self.group = settings.intake_group
+        self.consumer = settings.consumer_name
+        self._own_pending = True  # on start, finish what this consumer name left unacked
+        self._last_reclaim = 0.0
+        self.processed = 0
+
+    # --- one entry -------------------------------------------------------------------------
+
+    def handle(self, entry_id: str, fields: dict[Any, Any]) -> str:
+        """Process one entry up to the point where it may be acknowledged. Returns what
+        happened ('accepted', 'duplicate', 'republished', 'conflict', 'rejected')."""
+        verdict = validate_entry(fields, self.settings, self.accounts)
+        if isinstance(verdict, Rejected):
+            return self._reject(entry_id, fields, verdict)
+        return self._accept(entry_id, fields, verdict)
+
+    def _accept(self, entry_id: str, fields: dict[Any, Any], ok: Accepted) -> str:
+        env = ok.envelope
+        booking = ledger.NewBooking(
+            idempotency_key=ok.idempotency_key,
+            message_id=env.message_id,
+            provider=env.provider,
+            account=env.account,
+            generation=0,
+            payload=env.payload,
+            payload_sha256=ok.payload_sha256,
+            reply_to=ok.reply_to,
+            metadata=env.metadata,
+        )
+        if ledger.create_queued(self.engine, booking):
+            self.enqueue(ok.idempotency_key)
+            log.info("accepted", extra={"event": "accepted", **self._ids(booking)})
+            return "accepted"
+        existing = ledger.get(self.engine, ok.idempotency_key)
+        assert existing is not None  # the insert conflicted on this key
+        if existing.payload_sha256 != ok.payload_sha256:
+            return self._conflict(entry_id, fields, existing.message_id)
+        if ledger.is_final(existing):
+            self._publish(existing)
+            return "republished"
+        if existing.status == Status.QUEUED:
+            # Perhaps we crashed between the insert and the enqueue: enqueue again (harmless:
+            # the task's claim lets only one run reach the provider).
+            self.enqueue(ok.idempotency_key)
+        return "duplicate"
+
+    def _reject(self, entry_id: str, fields: dict[Any, Any], bad: Rejected) -> str:
+        key = bad.idempotency_key
+        if key is not None:
+            booking = ledger.NewBooking(
+                idempotency_key=key,
+                message_id=bad.message_id or "",
+                provider=bad.provider,
+                account=bad.account,
+                generation=0,
+                payload=None,  # never stored: it may be garbage, huge, or personal data
+                payload_sha256=bad.raw_sha256,
+                reply_to=bad.reply_to or self.settings.results_stream,
+                metadata=bad.metadata,
+            )
+            error = ResultError(type=bad.error_type, message=bad.reason, retryable=False)
+            if not ledger.create_rejected(self.engine, booking, error):
+                existing = ledger.get(self.engine, key)
+                assert existing is not None
+                if existing.status != Status.REJECTED:
+                    # An accepted message already owns this message_id: answering `rejected`
+                    # now would contradict its result.
+                    return self._conflict(entry_id, fields, existing.message_id, bad.reason)
+        dead_letter(self.client, self.settings.dead_stream, fields, f"{bad.error_type}: {bad.reason}",
+                    entry_id, self.stream)
+        if key is not None:
+            row = ledger.get(self.engine, key)
+            assert row is not None
+            self._publish(row)
+        log.warning(
+            "rejected",
+            extra={"event": "rejected", "error_type": bad.error_type, "reason": bad.reason,
+                   "message_id": bad.message_id, "provider": bad.provider, "entry_id": entry_id},
+        )
+        return "rejected"
+
+    def _conflict(self, entry_id: str, fields: dict[Any, Any], message_id: str, why: str = "") -> str:
+        reason = (
+            f"duplicate_message_id: message_id {message_id!r} was already accepted with a "
+            "different payload; this entry changed nothing"
+        )
+        if why:
+            reason += f" (and it is invalid: {why})"
+        dead_letter(self.client, self.settings.dead_stream, fields, reason, entry_id, self.stream)
+        log.warning("conflict", extra={"event": "conflict", "message_id": message_id, "entry_id": entry_id})
+        return "conflict"
+
+    def _publish(self, row: Any) -> None:
+        publish_result(self.client, row.reply_to, result_from_row(row))
+        ledger.mark_callback_sent(self.engine, row.idempotency_key)
+
+    @staticmethod
+    def _ids(b: ledger.NewBooking) -> dict[str, Any]:
+        return {"idempotency_key": b.idempotency_key, "provider": b.provider, "account": b.account}
+
+    # --- the consumer loop -----------------------------------------------------------------
+
+    def ensure_group(self) -> None:
+        try:
+            # From the start of the stream: entries added before the first intake ran count.
+            self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _read(self) -> list[tuple[str, dict[Any, Any]]]:
+        now = time.monotonic()
+        if now - self._last_reclaim > max(1.0, self.settings.intake_reclaim_idle_ms / 3000):
+            self._last_reclaim = now
+            # Entries of a consumer that died (or of ours, after a failure) that sat unacked
+            # longer than the idle limit.
+            _next, claimed, _deleted = self.client.xautoclaim(
+                self.stream, self.group, self.consumer,
+                min_idle_time=self.settings.intake_reclaim_idle_ms, start_id="0-0",
+                count=self.settings.intake_batch,
+            )
+            if claimed:
+                return [(i, f) for i, f in claimed if f is not None]
+        start = "0" if self._own_pending else ">"
+        resp = self.client.xreadgroup(
+            self.group, self.consumer, {self.stream: start},
+            count=self.settings.intake_batch,
+            block=None if self._own_pending else self.settings.intake_block_ms,
+        )
+        entries = [(i, f) for _stream, items in (resp or []) for i, f in items if f]
+        if self._own_pending and not entries:
+            self._own_pending = False
+        return entries
+
+    def run_once(self) -> int:
+        """Read one batch and process it. Returns how many entries were acknowledged."""
+        entries = self._read()
+        done = 0
+        for entry_id, fields in entries:
+            eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            try:
+                self.handle(eid, fields)
+            except TRANSIENT:
+                # Leave it pending; read our own pending entries again after a pause.
+                self._own_pending = True
+                raise
+            except Exception as exc:  # a bug must not turn one entry into a crash loop
+                log.exception("internal error on entry", extra={"event": "internal_error", "entry_id": eid})
+                dead_letter(self.client, self.settings.dead_stream, fields,
+                            f"internal_error: {type(exc).__name__}", eid, self.stream)
+            self.client.xack(self.stream, self.group, eid)
+            done += 1
+        self.processed += done
+        return done
+
+    def run(self, stop: threading.Event) -> None:
+        backoff = 0.5
+        group_ready = False
+        while not stop.is_set():
+            try:
+                if not group_ready:
+                    self.ensure_group()
+                    group_ready = True
+                self.run_once()
+                backoff = 0.5
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):  # Redis restarted empty: the group is gone
+                    log.warning("consumer group missing; creating it again", extra={"event": "nogroup"})
+                    group_ready = False
+                    continue
+                log.error("redis error: %s", exc, extra={"event": "redis_error"})
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10)
+            except TRANSIENT as exc:
+                log.warning("waiting for redis/database: %s", type(exc).__name__,
+                            extra={"event": "unavailable", "error": type(exc).__name__})
+                group_ready = False
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10)

@@ -1,0 +1,204 @@
+"""The work of one issue task, as a plain function: claim, call the provider with the stable
+key, record, publish. The Celery task around it only schedules the follow-up."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+import redis
+from sqlalchemy import Engine
+
+from schemas.result import ResultError
+from schemas.statuses import Status
+from schemas.table import TicketIssuance
+from worker import ledger
+from worker.backoff import next_delay
+from worker.providers import build_client, get_provider
+from worker.providers.base import Attempt, Outcome, OutcomeKind
+from worker.results import publish_result, result_from_row
+from worker.settings import AccountConfig, Settings
+
+log = logging.getLogger("ticketrelay.issue")
+
+# Providers whose adapter can confirm, on a later attempt, whether an in-doubt call created
+# tickets (replay, duplicate answer, lookup). For the others, running out of attempts while in
+# doubt is `needs_review`, never a plain `failed` that someone might blindly re-send.
+CONFIRMS_LATER = frozenset({"eguma", "remypass", "fourvenues"})
+
+
+@dataclass
+class Deps:
+    engine: Engine
+    redis: redis.Redis
+    settings: Settings
+    accounts: dict[tuple[str, str], AccountConfig]
+    clients: ClientCache
+
+
+class ClientCache:
+    """One httpx.Client per account per process, shared by all threads (connection reuse)."""
+
+    def __init__(self, factory: Callable[[AccountConfig], httpx.Client] = build_client) -> None:
+        self._factory = factory
+        self._clients: dict[tuple[str, str], httpx.Client] = {}
+        self._lock = threading.Lock()
+
+    def get(self, account: AccountConfig) -> httpx.Client:
+        key = (account.provider, account.name)
+        client = self._clients.get(key)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(key)
+                if client is None:
+                    client = self._clients[key] = self._factory(account)
+        return client
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+
+@dataclass(frozen=True)
+class Next:
+    """What the task should do after this run: nothing, or run again after `countdown`."""
+
+    countdown: float | None = None
+
+
+def _ctx(row: TicketIssuance, **more: object) -> dict[str, object]:
+    return {"idempotency_key": row.idempotency_key, "provider": row.provider,
+            "account": row.account, "attempt": row.attempts, **more}
+
+
+def publish_final(deps: Deps, row: TicketIssuance) -> None:
+    publish_result(deps.redis, row.reply_to, result_from_row(row))
+    ledger.mark_callback_sent(deps.engine, row.idempotency_key)
+
+
+def _give_up(deps: Deps, row: TicketIssuance, token: str | None, max_attempts: int,
+             in_doubt: bool) -> None:
+    status = Status.NEEDS_REVIEW if in_doubt and row.provider not in CONFIRMS_LATER else Status.FAILED
+    last = f" (last error: {row.error_type}: {row.error_message})" if row.error_type else ""
+    error = ResultError(
+        type="retries_exhausted",
+        message=f"gave up after {row.attempts} of {max_attempts} attempts{last}",
+        http_status=row.http_status,
+        retryable=True,
+    )
+    ledger.record_final_error(deps.engine, row.idempotency_key, token, status, error, in_doubt)
+
+
+def process(deps: Deps, key: str) -> Next:
+    row = ledger.get(deps.engine, key)
+    if row is None:
+        log.warning("unknown key", extra={"event": "unknown_key", "idempotency_key": key})
+        return Next()
+    if ledger.is_final(row):
+        if row.callback_sent_at is None:
+            publish_final(deps, row)
+        return Next()
+    why_not = ledger.claimable(row, ledger.utcnow())
+    if why_not is not None:
+        log.info("skipped", extra={"event": "skipped", "reason": why_not, **_ctx(row)})
+        return Next()
+
+    account = deps.accounts.get((row.provider, row.account))
+    if account is None or account.missing_credentials() is not None:
+        # Configuration changed since intake accepted it: a clear, final answer.
+        reason = (account.missing_credentials() if account else None) or (
+            f"no account {row.account!r} is configured for provider {row.provider}"
+        )
+        ledger.record_final_error(deps.engine, key, None, Status.FAILED,
+                                  ResultError(type="configuration_error", message=reason), row.in_doubt)
+        return _finish(deps, key)
+
+    if row.attempts >= account.max_attempts:
+        _give_up(deps, row, None, account.max_attempts,
+                 row.in_doubt or row.status == Status.IN_PROGRESS)
+        return _finish(deps, key)
+
+    token = uuid.uuid4().hex
+    if not ledger.claim(deps.engine, row, token, deps.settings.lease_s):
+        log.info("lost claim", extra={"event": "skipped", "reason": "claimed_elsewhere", **_ctx(row)})
+        return Next()
+    in_doubt = row.in_doubt or row.status == Status.IN_PROGRESS
+    attempt = Attempt(
+        idempotency_key=key,
+        payload=row.payload or {},
+        account=account,
+        number=row.attempts + 1,
+        in_doubt=in_doubt,
+    )
+    started = time.perf_counter()
+    outcome = get_provider(row.provider).issue(deps.clients.get(account), attempt)
+    elapsed = time.perf_counter() - started
+    return _record(deps, row, token, attempt, outcome, elapsed)
+
+
+def _record(deps: Deps, row: TicketIssuance, token: str, attempt: Attempt, outcome: Outcome,
+            elapsed: float) -> Next:
+    key = row.idempotency_key
+    ctx = _ctx(row, attempt=attempt.number, outcome=outcome.kind.value,
+               duration_ms=round(elapsed * 1000, 1), reconciled=outcome.reconciled)
+    if outcome.error is not None:
+        ctx.update(error_type=outcome.error.type, http_status=outcome.error.http_status)
+    log.info("provider call", extra={"event": "provider_call", **ctx})
+    in_doubt = attempt.in_doubt or outcome.may_have_created
+    error = outcome.error or ResultError(type="unknown", message="no error detail", retryable=True)
+
+    if outcome.kind == OutcomeKind.ISSUED:
+        ok = ledger.record_issued(deps.engine, key, token, outcome.tickets, outcome.provider_reference)
+    elif outcome.kind == OutcomeKind.FAILED:
+        ok = ledger.record_final_error(deps.engine, key, token, Status.FAILED, error, in_doubt)
+    elif outcome.kind == OutcomeKind.NEEDS_REVIEW:
+        ok = ledger.record_final_error(deps.engine, key, token, Status.NEEDS_REVIEW, error, True)
+    else:
+        account = attempt.account
+        if attempt.number >= account.max_attempts:
+            row_now = ledger.get(deps.engine, key)
+            assert row_now is not None
+            row_now.error_type, row_now.error_message = error.type, error.message
+            row_now.http_status = error.http_status
+            _give_up(deps, row_now, token, account.max_attempts, in_doubt)
+            return _finish(deps, key)
+        delay = next_delay(attempt.number, account.backoff_base_s, account.backoff_cap_s,
+                           outcome.retry_after_s)
+        ok = ledger.record_retry(deps.engine, key, token, error, in_doubt, delay)
+        if not ok:
+            return Next()
+        # Longer waits are parked in next_attempt_at for the sweeper: a Celery countdown longer
+        # than the visibility timeout would be delivered twice.
+        return Next(countdown=delay) if delay <= deps.settings.max_countdown_s else Next()
+    if not ok:
+        log.warning("lease lost before recording", extra={"event": "lease_lost", **ctx})
+        return Next()
+    return _finish(deps, key)
+
+
+def _finish(deps: Deps, key: str) -> Next:
+    row = ledger.get(deps.engine, key)
+    if row is not None and ledger.is_final(row):
+        publish_final(deps, row)
+        log.info("final", extra={"event": "final", "status": row.status, **_ctx(row)})
+    return Next()
+
+
+def sweep(deps: Deps, enqueue: Callable[[str], None]) -> dict[str, int]:
+    """Re-drive rows that stopped moving and publish results that were never sent."""
+    s = deps.settings
+    keys = ledger.stale_keys(deps.engine, s.stale_after_s, s.sweep_batch)
+    for key in keys:
+        enqueue(key)
+    rows = ledger.unpublished(deps.engine, grace_s=min(5.0, s.stale_after_s), limit=s.sweep_batch)
+    for row in rows:
+        publish_final(deps, row)
+    if keys or rows:
+        log.info("sweep", extra={"event": "sweep", "redriven": len(keys), "republished": len(rows)})
+    return {"redriven": len(keys), "republished": len(rows)}

@@ -1,0 +1,55 @@
+"""Provider adapters: one module per provider API, all behind `base.Provider`.
+
+client = build_client(account)          # once per account, shared by threads
+outcome = get_provider(account.provider).issue(client, attempt)
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from worker.providers.base import Attempt, Outcome, OutcomeKind, Provider
+from worker.providers.eguma import provider as _eguma
+from worker.providers.fourvenues import provider as _fourvenues
+from worker.providers.fourvenues_channels import provider as _fourvenues_channels
+from worker.providers.remypass import provider as _remypass
+from worker.settings import AccountConfig
+
+_PROVIDERS: dict[str, Provider] = {
+    p.name: p for p in (_remypass, _fourvenues, _fourvenues_channels, _eguma)
+}
+PROVIDER_NAMES: tuple[str, ...] = tuple(_PROVIDERS)
+
+
+def get_provider(name: str) -> Provider:
+    try:
+        return _PROVIDERS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)}"
+        ) from None
+
+
+def build_client(
+    account: AccountConfig, *, transport: httpx.BaseTransport | None = None
+) -> httpx.Client:
+    """One client per account, reused across threads: the account's timeout, no redirects,
+    no credentials (each adapter adds its own per request). `transport` is for tests
+    (httpx.MockTransport(sandbox.handle))."""
+    return httpx.Client(
+        timeout=httpx.Timeout(account.timeout_s),
+        follow_redirects=False,
+        headers={"User-Agent": "ticketrelay"},
+        transport=transport,
+    )
+
+
+__all__ = [
+    "PROVIDER_NAMES",
+    "Attempt",
+    "Outcome",
+    "OutcomeKind",
+    "Provider",
+    "build_client",
+    "get_provider",
+]

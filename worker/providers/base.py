@@ -1,0 +1,448 @@
+"""The one interface every provider module implements, and the HTTP and error rules they share.
+
+A provider module only translates: our stored payload + key -> an HTTP request, and the
+provider's answer -> an Outcome. Retrying, leasing and recording are the ledger's and the
+task's business, never the adapter's.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+import httpx
+
+from schemas.result import ResultError, Ticket
+from worker.settings import AccountConfig
+
+
+class OutcomeKind(StrEnum):
+    ISSUED = (
+        "issued"  # tickets exist at the provider (created now, replayed or reconciled)
+    )
+    RETRY = "retry"  # try again later with the same key
+    FAILED = "failed"  # the provider refused: no ticket exists
+    NEEDS_REVIEW = "needs_review"  # tickets may exist and nothing can confirm it
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Everything an adapter may use for one call."""
+
+    idempotency_key: str
+    payload: dict[str, Any]
+    account: AccountConfig
+    number: int  # 1 for the first provider call of this key, 2 for the next, ...
+    # True when an earlier attempt may have reached the provider and created tickets (a
+    # timeout after sending, a dropped connection, a 500, a worker killed mid-call).
+    in_doubt: bool
+
+
+@dataclass
+class Outcome:
+    kind: OutcomeKind
+    tickets: list[Ticket] = field(default_factory=list)
+    provider_reference: str | None = None
+    error: ResultError | None = None
+    # For RETRY: the provider's Retry-After in seconds, a floor for the next delay.
+    retry_after_s: float | None = None
+    # For RETRY and FAILED: could this call have created tickets? Drives the next Attempt's
+    # in_doubt. A connect error or a 429/503 could not; a read timeout or a 500 could.
+    may_have_created: bool = False
+    # True when ISSUED was concluded from a replay, a duplicate answer or a lookup.
+    reconciled: bool = False
+
+
+class Provider(Protocol):
+    name: str
+
+    def issue(self, client: httpx.Client, attempt: Attempt) -> Outcome:
+        """Make (or confirm) the tickets for this key. Must never raise for an HTTP or network
+        problem: those become an Outcome. May raise only for programming errors."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# Shared rules: scrubbing, outcome constructors, sending, and the default classification.
+# --------------------------------------------------------------------------------------------
+
+MESSAGE_LIMIT = 300
+
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+# Six or more digits, optionally split by single spaces, dots or dashes: phone numbers,
+# document numbers, card numbers, birthdays. Short numbers (status codes, counts) stay.
+_DIGITS_RE = re.compile(r"\+?\d(?:[ .\-/]?\d){5,}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
+_SPACES_RE = re.compile(r"\s{2,}")
+
+
+def scrub(
+    text: object, *, secrets: Iterable[str] = (), limit: int = MESSAGE_LIMIT
+) -> str:
+    """Make provider-supplied text safe for an error message, a log line or a result.
+
+    Removes the given secrets, email addresses and long digit runs, flattens control
+    characters and truncates to `limit` characters. Names cannot be recognised reliably,
+    so callers copy only the provider's error text, never request data."""
+    if text is None:
+        return ""
+    value = text if isinstance(text, str) else str(text)
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            value = value.replace(secret, "[secret]")
+    value = _EMAIL_RE.sub("[email]", value)
+    value = _DIGITS_RE.sub("[number]", value)
+    value = _CONTROL_RE.sub(" ", value)
+    value = _SPACES_RE.sub(" ", value).strip()
+    if len(value) > limit:
+        value = value[: limit - 1].rstrip() + "…"
+    return value
+
+
+def account_secrets(account: AccountConfig) -> tuple[str, ...]:
+    """Every secret of the account, for scrub(): a provider may echo a key back."""
+    found = []
+    for secret in (account.api_key, account.integration_id, account.secret):
+        if secret is not None and secret.get_secret_value():
+            found.append(secret.get_secret_value())
+    return tuple(found)
+
+
+def retry(
+    type_: str,
+    message: str,
+    *,
+    may_have_created: bool,
+    http_status: int | None = None,
+    retry_after_s: float | None = None,
+) -> Outcome:
+    return Outcome(
+        kind=OutcomeKind.RETRY,
+        error=ResultError(
+            type=type_, message=message, http_status=http_status, retryable=True
+        ),
+        retry_after_s=retry_after_s,
+        may_have_created=may_have_created,
+    )
+
+
+def failed(type_: str, message: str, *, http_status: int | None = None) -> Outcome:
+    return Outcome(
+        kind=OutcomeKind.FAILED,
+        error=ResultError(
+            type=type_, message=message, http_status=http_status, retryable=False
+        ),
+    )
+
+
+def needs_review(
+    type_: str, message: str, *, http_status: int | None = None
+) -> Outcome:
+    return Outcome(
+        kind=OutcomeKind.NEEDS_REVIEW,
+        error=ResultError(
+            type=type_, message=message, http_status=http_status, retryable=False
+        ),
+        may_have_created=True,
+    )
+
+
+def issued(
+    tickets: list[Ticket],
+    provider_reference: str | None = None,
+    *,
+    reconciled: bool = False,
+) -> Outcome:
+    return Outcome(
+        kind=OutcomeKind.ISSUED,
+        tickets=tickets,
+        provider_reference=provider_reference,
+        reconciled=reconciled,
+    )
+
+
+def check_credentials(account: AccountConfig, label: str) -> Outcome | None:
+    """FAILED auth_error when the account cannot authenticate at all; None when it can."""
+    problem = account.missing_credentials()
+    if problem is None:
+        return None
+    return failed(
+        "auth_error",
+        f"{label}: {problem}. This is a configuration problem: nothing was sent to the provider.",
+    )
+
+
+def keep_doubt(outcome: Outcome, in_doubt: bool) -> Outcome:
+    """Apply an unresolved doubt from earlier attempts to this call's outcome.
+
+    `may_have_created` on a RETRY then means "tickets may exist now", so the caller can copy it
+    into the next Attempt's in_doubt. A FAILED answer does not prove that an earlier attempt
+    created nothing, so it becomes NEEDS_REVIEW: ticketrelay never reports `failed` for a
+    booking whose tickets may exist."""
+    if not in_doubt:
+        return outcome
+    if outcome.kind is OutcomeKind.RETRY:
+        outcome.may_have_created = True
+    elif outcome.kind is OutcomeKind.FAILED and outcome.error is not None:
+        err = outcome.error
+        return needs_review(
+            err.type,
+            f"{err.message} An earlier attempt may already have created the tickets, so this "
+            "is not reported as failed: check at the provider.",
+            http_status=err.http_status,
+        )
+    return outcome
+
+
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def send(
+    client: httpx.Client, request: httpx.Request, *, label: str
+) -> httpx.Response | Outcome:
+    """Send one request; a transport problem becomes a RETRY Outcome, never an exception.
+
+    Messages name the failure class only: an exception's text may quote the URL, and e-guma's
+    URL holds the API key."""
+    try:
+        return client.send(request)
+    except _NOT_SENT as exc:
+        kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "network_error"
+        return retry(
+            kind,
+            f"{label}: could not connect ({type(exc).__name__}); the request was not sent.",
+            may_have_created=False,
+        )
+    except httpx.UnsupportedProtocol:
+        return failed(
+            "configuration_error",
+            f"{label}: the account's base_url is not an http(s) URL. This is a configuration "
+            "problem: nothing was sent.",
+        )
+    except httpx.TimeoutException as exc:
+        return retry(
+            "timeout",
+            f"{label}: no answer within the time limit ({type(exc).__name__}); the request may "
+            "have reached the provider.",
+            may_have_created=True,
+        )
+    except httpx.TransportError as exc:
+        return retry(
+            "network_error",
+            f"{label}: the connection failed before an answer arrived ({type(exc).__name__}); "
+            "the request may have reached the provider.",
+            may_have_created=True,
+        )
+
+
+def build_request(
+    client: httpx.Client, method: str, url: str, **kwargs: Any
+) -> httpx.Request | Outcome:
+    """client.build_request, with a malformed URL turned into a configuration failure whose
+    message does not repeat the URL."""
+    try:
+        return client.build_request(method, url, **kwargs)
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol):
+        return failed(
+            "configuration_error",
+            "the account's base_url is not a valid URL. This is a configuration problem: "
+            "nothing was sent.",
+        )
+
+
+def parse_retry_after(
+    value: str | None, *, now: datetime | None = None
+) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP-date); None when absent or invalid."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def json_or_none(response: httpx.Response) -> Any:
+    """The JSON body, or None when it is empty or not JSON."""
+    try:
+        return response.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def error_detail(
+    response: httpx.Response, keys: Sequence[str] = ("message", "error")
+) -> str | None:
+    """The provider's own error text, unscrubbed: JSON fields `keys` (first found; an `error`
+    code and a `message` are combined), or a plain-text body. HTML pages are ignored."""
+    body = json_or_none(response)
+    if isinstance(body, dict):
+        texts: list[str] = []
+        for key in keys:
+            value = body.get(key)
+            if isinstance(value, dict):
+                value = value.get("message")
+            if isinstance(value, list):
+                value = "; ".join(
+                    str(v) for v in value if isinstance(v, str | int | float)
+                )
+            if isinstance(value, str) and value and value not in texts:
+                texts.append(value)
+        if "error" in body and "message" in body and len(texts) == 2:
+            code, text = str(body["error"]), str(body["message"])
+            return (
+                f"{code}: {text}"
+                if code in texts and text in texts
+                else "; ".join(texts)
+            )
+        return "; ".join(texts) or None
+    if body is not None:
+        return None
+    content_type = response.headers.get("content-type", "")
+    if "html" in content_type:
+        return None
+    try:
+        text = response.text
+    except (UnicodeDecodeError, LookupError):
+        return None
+    return text[:2000] or None
+
+
+def classify_response(
+    response: httpx.Response,
+    *,
+    label: str,
+    detail: str | None = None,
+    secrets: Iterable[str] = (),
+) -> Outcome:
+    """The default table (DESIGN.md "Retry classification") for a non-2xx answer.
+
+    `detail` is the provider's error text; it is scrubbed here."""
+    status = response.status_code
+    if 200 <= status < 300:
+        raise ValueError("classify_response is for non-2xx answers")
+    text = scrub(detail, secrets=secrets)
+    said = f": {text}" if text else "."
+    if status in (401, 403):
+        what = (
+            "missing or invalid credentials"
+            if status == 401
+            else "a permission is missing"
+        )
+        return failed(
+            "auth_error",
+            f"{label} refused the account's credentials (HTTP {status}, {what}){said} This is a "
+            "configuration problem: fix the account's API key or its permissions.",
+            http_status=status,
+        )
+    if status == 429:
+        wait = parse_retry_after(response.headers.get("retry-after"))
+        hint = f" Retry-After {wait:g} s." if wait is not None else ""
+        return retry(
+            "rate_limited",
+            f"{label} is rate limiting this account (HTTP 429){said}{hint}",
+            http_status=status,
+            retry_after_s=wait,
+            may_have_created=False,
+        )
+    if status == 408:
+        return retry(
+            "timeout",
+            f"{label} timed out reading the request (HTTP 408){said}",
+            http_status=status,
+            may_have_created=False,
+        )
+    if status == 409:
+        return retry(
+            "in_progress",
+            f"{label} is still processing an earlier request for this booking (HTTP 409){said}",
+            http_status=status,
+            may_have_created=True,
+        )
+    if status == 503:
+        return retry(
+            "provider_unavailable",
+            f"{label} is unavailable (HTTP 503){said}",
+            http_status=status,
+            may_have_created=False,
+        )
+    if status >= 500:
+        return retry(
+            "provider_error",
+            f"{label} failed with HTTP {status}{said} The request may have been processed.",
+            http_status=status,
+            may_have_created=True,
+        )
+    if 300 <= status < 400:
+        return failed(
+            "configuration_error",
+            f"{label} answered with a redirect (HTTP {status}). This is a configuration "
+            "problem: check the account's base_url.",
+            http_status=status,
+        )
+    if status in (400, 422):
+        return failed(
+            "validation_error",
+            f"{label} rejected the request (HTTP {status}){said}",
+            http_status=status,
+        )
+    if status == 404:
+        return failed(
+            "not_found",
+            f"{label} answered not found (HTTP 404){said}",
+            http_status=status,
+        )
+    return failed(
+        "provider_rejected",
+        f"{label} refused the request (HTTP {status}){said}",
+        http_status=status,
+    )
+
+
+def derive_qr_code(idempotency_key: str, index: int) -> str:
+    """A stable QR code for ticket `index` of a booking: "TR" + 14 base32 characters of
+    sha256("{key}:{index}"), 16 uppercase characters in all (A-Z, 2-7). The same key always
+    gives the same codes, so a repeated attempt can be matched to tickets already created."""
+    digest = hashlib.sha256(f"{idempotency_key}:{index}".encode()).digest()
+    return "TR" + base64.b32encode(digest).decode("ascii").rstrip("=")[:14]
+
+
+def with_derived_qr_codes(
+    payload: dict[str, Any], idempotency_key: str
+) -> dict[str, Any]:
+    """A copy of a Fourvenues payload where every ticket without a qr_code gets the derived one."""
+    body = copy.deepcopy(payload)
+    tickets = body.get("tickets")
+    if isinstance(tickets, list):
+        for index, ticket in enumerate(tickets):
+            if isinstance(ticket, dict) and not ticket.get("qr_code"):
+                ticket["qr_code"] = derive_qr_code(idempotency_key, index)
+    return body
+
+
+def join_url(base_url: str, path: str) -> str:
+    return base_url.rstrip("/") + "/" + path.lstrip("/")

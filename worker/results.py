@@ -1,0 +1,75 @@
+"""Result messages onto the callback stream, and dead letters."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from schemas.result import ResultError, ResultMessage, Ticket
+from schemas.table import TicketIssuance
+from worker.ledger import utcnow
+
+
+def result_from_row(row: TicketIssuance) -> ResultMessage:
+    error = None
+    if row.error_type is not None:
+        error = ResultError(
+            type=row.error_type,
+            message=row.error_message or "",
+            http_status=row.http_status,
+            retryable=bool(row.error_retryable),
+        )
+    return ResultMessage(
+        message_id=row.message_id,
+        idempotency_key=row.idempotency_key,
+        provider=row.provider,
+        account=row.account,
+        generation=row.generation,
+        status=row.status,  # type: ignore[arg-type]
+        attempts=row.attempts,
+        provider_reference=row.provider_reference,
+        tickets=[Ticket(**t) for t in row.tickets or []],
+        error=error,
+        metadata=row.message_metadata or {},
+        completed_at=row.completed_at or utcnow(),
+    )
+
+
+def encode_result(result: ResultMessage) -> str:
+    return result.model_dump_json()
+
+
+def publish_result(client: redis.Redis, stream: str, result: ResultMessage) -> None:
+    client.xadd(stream, {"result": encode_result(result)})
+
+
+def dead_letter(
+    client: redis.Redis,
+    dead_stream: str,
+    fields: dict[Any, Any],
+    reason: str,
+    entry_id: str | None,
+    source_stream: str,
+) -> None:
+    """Keep the entry untouched, with our reason beside it. Our own fields carry a `dead_`
+    prefix; an original field of the same name is kept under `orig_` so nothing is lost."""
+    entry: dict[Any, Any] = {}
+    for key, value in fields.items():
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        entry[("orig_" + name) if name.startswith("dead_") else key] = value
+    entry.update(
+        {
+            "dead_reason": reason,
+            "dead_entry_id": entry_id or "",
+            "dead_stream": source_stream,
+            "dead_at": utcnow().isoformat(),
+        }
+    )
+    client.xadd(dead_stream, entry)
+
+
+def decode_result(raw: bytes | str) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(raw)
+    return value

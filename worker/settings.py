@@ -1,0 +1,189 @@
+"""Configuration: TICKETRELAY_* environment variables and the provider accounts file.
+
+Secrets are SecretStr so that a repr, a log line or an error message never shows them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.envelope import PROVIDERS
+
+# The sandbox's own keys: only ever used against the built-in simulators.
+SANDBOX_API_KEY = "sandbox-key"
+SANDBOX_FOURVENUES_INTEGRATION_ID = "sandbox-integration"
+SANDBOX_FOURVENUES_SECRET = "sandbox-secret"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TICKETRELAY_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "sqlite:///ticketrelay.db"
+    intake_stream: str = "ticketrelay:bookings"
+    results_stream: str = "ticketrelay:results"
+    # reply_to must start with this prefix, so a message cannot make us write to any key.
+    reply_to_prefix: str = "ticketrelay:results"
+    dead_stream: str = "ticketrelay:dead"
+    intake_group: str = "ticketrelay-intake"
+    consumer_name: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    accounts_file: Path | None = None
+    sandbox_url: str = "http://127.0.0.1:8765"
+
+    # Intake
+    max_message_bytes: int = 256 * 1024
+    intake_batch: int = 100
+    intake_block_ms: int = 1000
+    # An entry pending this long in the group (its consumer died) is taken over by another.
+    intake_reclaim_idle_ms: int = 30_000
+
+    # Celery
+    queue: str = "ticketrelay"
+    visibility_timeout_s: int = 600
+    task_time_limit_s: int = 120
+    worker_concurrency: int = 32
+    worker_pool: Literal["threads", "prefork", "solo"] = "threads"
+    soft_shutdown_timeout_s: float = 20.0
+
+    # Work on one booking
+    lease_s: float = 90.0  # a claimed row nobody finished is free again after this
+    max_countdown_s: float = 60.0  # longer waits are parked in next_attempt_at for the sweeper
+    default_timeout_s: float = 15.0
+    default_max_attempts: int = 8
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 300.0
+
+    # Sweeper (Celery beat)
+    sweep_interval_s: float = 15.0
+    stale_after_s: float = 60.0  # a queued row untouched this long is enqueued again
+    sweep_batch: int = 500
+
+    @field_validator("reply_to_prefix", "intake_stream", "results_stream", "dead_stream")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+
+class AccountConfig(BaseModel):
+    """One credential set of one provider (a table `[provider.account]` of the accounts file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: str
+    name: str
+    base_url: str
+    api_key: SecretStr | None = None
+    auth: Literal["v1", "v2"] = "v2"  # Fourvenues Integrations API only
+    integration_id: SecretStr | None = None  # Fourvenues auth v1
+    secret: SecretStr | None = None  # Fourvenues auth v1
+    timeout_s: float = 15.0
+    max_attempts: int = Field(8, ge=1, le=100)
+    rate_limit_per_s: float | None = None
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 300.0
+
+    def missing_credentials(self) -> str | None:
+        """Why this account cannot be used, or None. Names the setting, never its value."""
+        if self.provider == "fourvenues" and self.auth == "v1":
+            if self.integration_id is None or self.secret is None:
+                return f"account {self.provider}.{self.name}: auth v1 needs integration_id and secret"
+            return None
+        if self.api_key is None or not self.api_key.get_secret_value():
+            return f"account {self.provider}.{self.name}: api_key is not set"
+        return None
+
+
+class AccountsError(ValueError):
+    pass
+
+
+def _resolve_secret(value: object, where: str) -> SecretStr | None:
+    """`env:NAME` reads the secret from the environment; an unset variable leaves it missing,
+    so the account answers "missing credentials" instead of the process refusing to start."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise AccountsError(f"{where}: must be a string")
+    if value.startswith("env:"):
+        found = os.environ.get(value[4:])
+        return SecretStr(found) if found else None
+    return SecretStr(value)
+
+
+def load_accounts(path: Path) -> dict[tuple[str, str], AccountConfig]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise AccountsError(f"cannot read accounts file {path}: {exc}") from None
+    accounts: dict[tuple[str, str], AccountConfig] = {}
+    for provider, tables in data.items():
+        if provider not in PROVIDERS:
+            raise AccountsError(f"{path}: unknown provider [{provider}]")
+        if not isinstance(tables, dict):
+            raise AccountsError(f"{path}: [{provider}] must hold tables [{provider}.ACCOUNT]")
+        for name, table in tables.items():
+            if not isinstance(table, dict):
+                raise AccountsError(f"{path}: [{provider}.{name}] must be a table")
+            fields = dict(table)
+            for secret_field in ("api_key", "integration_id", "secret"):
+                fields[secret_field] = _resolve_secret(
+                    fields.get(secret_field), f"[{provider}.{name}].{secret_field}"
+                )
+            try:
+                accounts[(provider, name)] = AccountConfig(provider=provider, name=name, **fields)
+            except ValueError as exc:
+                raise AccountsError(f"{path}: [{provider}.{name}]: {exc}") from None
+    return accounts
+
+
+def sandbox_accounts(sandbox_url: str) -> dict[tuple[str, str], AccountConfig]:
+    """The accounts used when no accounts file is configured: the built-in simulators."""
+    base = sandbox_url.rstrip("/")
+    key = SecretStr(SANDBOX_API_KEY)
+    return {
+        ("remypass", "default"): AccountConfig(
+            provider="remypass", name="default", base_url=f"{base}/remypass/api/v1/public", api_key=key
+        ),
+        ("fourvenues", "default"): AccountConfig(
+            provider="fourvenues", name="default", base_url=f"{base}/fourvenues", api_key=key
+        ),
+        ("fourvenues", "v1"): AccountConfig(
+            provider="fourvenues",
+            name="v1",
+            base_url=f"{base}/fourvenues",
+            auth="v1",
+            integration_id=SecretStr(SANDBOX_FOURVENUES_INTEGRATION_ID),
+            secret=SecretStr(SANDBOX_FOURVENUES_SECRET),
+        ),
+        ("fourvenues_channels", "default"): AccountConfig(
+            provider="fourvenues_channels",
+            name="default",
+            base_url=f"{base}/fourvenues-channels",
+            api_key=key,
+        ),
+        ("eguma", "default"): AccountConfig(
+            provider="eguma", name="default", base_url=f"{base}/eguma/v1", api_key=key
+        ),
+    }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def get_accounts(settings: Settings | None = None) -> dict[tuple[str, str], AccountConfig]:
+    settings = settings or get_settings()
+    if settings.accounts_file is None:
+        return sandbox_accounts(settings.sandbox_url)
+    return load_accounts(settings.accounts_file)

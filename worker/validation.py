@@ -1,0 +1,154 @@
+"""Turn one raw stream entry into an accepted booking or a clear rejection. Pure: no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.envelope import ACCOUNT_PATTERN, MESSAGE_ID_PATTERN, PROVIDERS, Envelope
+from schemas.errors import describe
+from schemas.keys import idempotency_key
+from schemas.payloads import PAYLOAD_MODELS
+from worker.settings import AccountConfig, Settings
+
+_MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
+_ACCOUNT = re.compile(ACCOUNT_PATTERN)
+# Used only to find the message_id of an entry too large to parse.
+_MESSAGE_ID_IN_TEXT = re.compile(rb'"message_id"\s*:\s*"([A-Za-z0-9._:-]{1,128})"')
+
+
+@dataclass(frozen=True)
+class Accepted:
+    envelope: Envelope
+    idempotency_key: str
+    reply_to: str
+    payload_sha256: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    error_type: str
+    reason: str
+    message_id: str | None = None
+    provider: str = "unknown"
+    account: str = "default"
+    reply_to: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    raw_sha256: str = ""
+
+    @property
+    def idempotency_key(self) -> str | None:
+        if self.message_id is None:
+            return None
+        return idempotency_key(self.provider, self.account, self.message_id, 0)
+
+
+def payload_hash(payload: Any) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _field(fields: dict[Any, Any], name: str) -> bytes | None:
+    value = fields.get(name.encode(), fields.get(name))
+    if value is None:
+        return None
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _identity(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """What can be read from an invalid envelope to address a `rejected` result."""
+    out: dict[str, Any] = {}
+    mid = data.get("message_id")
+    if isinstance(mid, str) and _MESSAGE_ID.match(mid):
+        out["message_id"] = mid
+    prov = data.get("provider")
+    if isinstance(prov, str) and prov in PROVIDERS:
+        out["provider"] = prov
+    acct = data.get("account", "default")
+    if isinstance(acct, str) and _ACCOUNT.match(acct):
+        out["account"] = acct
+    reply_to = data.get("reply_to")
+    if isinstance(reply_to, str) and reply_to.startswith(settings.reply_to_prefix) and len(reply_to) <= 256:
+        out["reply_to"] = reply_to
+    meta = data.get("metadata")
+    if (
+        isinstance(meta, dict)
+        and len(meta) <= 32
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
+    ):
+        out["metadata"] = meta
+    return out
+
+
+def validate_entry(
+    fields: dict[Any, Any],
+    settings: Settings,
+    accounts: dict[tuple[str, str], AccountConfig],
+) -> Accepted | Rejected:
+    raw = _field(fields, "message")
+    if raw is None:
+        return Rejected("invalid_message", "the entry has no `message` field holding the JSON envelope")
+    raw_sha = hashlib.sha256(raw).hexdigest()
+    if len(raw) > settings.max_message_bytes:
+        found = _MESSAGE_ID_IN_TEXT.search(raw[:65536])
+        return Rejected(
+            "too_large",
+            f"message is {len(raw)} bytes, more than the limit of {settings.max_message_bytes}",
+            message_id=found.group(1).decode() if found else None,
+            raw_sha256=raw_sha,
+        )
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError:
+        return Rejected("invalid_json", "message is not UTF-8 text", raw_sha256=raw_sha)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        pos = f" at position {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
+        return Rejected("invalid_json", f"message is not valid JSON: {detail}{pos}", raw_sha256=raw_sha)
+    if not isinstance(data, dict):
+        return Rejected("invalid_message", "the envelope must be a JSON object", raw_sha256=raw_sha)
+
+    ident = _identity(data, settings)
+
+    def reject(error_type: str, reason: str) -> Rejected:
+        return Rejected(error_type, reason, raw_sha256=raw_sha, **ident)
+
+    try:
+        env = Envelope.model_validate(data)
+    except ValidationError as exc:
+        provider = data.get("provider")
+        if "provider" not in ident and provider is not None:
+            return reject("unknown_provider", describe(exc))
+        return reject("invalid_envelope", describe(exc))
+    except RecursionError:
+        return reject("invalid_envelope", "the envelope is nested too deeply")
+
+    reply_to = env.reply_to or settings.results_stream
+    if not reply_to.startswith(settings.reply_to_prefix):
+        return reject(
+            "invalid_envelope", f"reply_to must start with the prefix {settings.reply_to_prefix!r}"
+        )
+    account = accounts.get((env.provider, env.account))
+    if account is None:
+        return reject("unknown_account", f"no account {env.account!r} is configured for provider {env.provider}")
+    missing = account.missing_credentials()
+    if missing is not None:
+        return reject("missing_credentials", missing)
+    try:
+        PAYLOAD_MODELS[env.provider].model_validate(env.payload)
+    except ValidationError as exc:
+        return reject("invalid_payload", f"{env.provider} payload is invalid: {describe(exc, 'payload')}")
+    except RecursionError:
+        return reject("invalid_payload", "the payload is nested too deeply")
+
+    return Accepted(
+        envelope=env,
+        idempotency_key=idempotency_key(env.provider, env.account, env.message_id, 0),
+        reply_to=reply_to,
+        payload_sha256=payload_hash(env.payload),
+    )
