@@ -129,6 +129,13 @@ def _format_reply(reply: Any, indent: int = 0) -> str:
     return pad + str(reply)
 
 
+def cmd_schema(_args: argparse.Namespace) -> int:
+    from schemas.jsonschema import envelope_json_schema
+
+    print(json.dumps(envelope_json_schema(), indent=2, sort_keys=True))
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from worker.dev import run_dev
 
@@ -165,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("redis-cli", help="run one Redis command (for machines without redis-cli)")
     sp.add_argument("words", nargs="+")
     sp.set_defaults(fn=cmd_redis_cli)
+    sub.add_parser("schema", help="print the envelope's JSON Schema").set_defaults(fn=cmd_schema)
     sp = sub.add_parser("dev", help="everything on one machine, embedded defaults")
     sp.add_argument("--demo", action="store_true", help="publish sample bookings of every provider")
     sp.set_defaults(fn=cmd_dev)

@@ -171,16 +171,17 @@ class Intake:
             )
             if claimed:
                 return [(i, f) for i, f in claimed if f is not None]
-        start = "0" if self._own_pending else ">"
-        resp = self.client.xreadgroup(
-            self.group, self.consumer, {self.stream: start},
-            count=self.settings.intake_batch,
-            block=None if self._own_pending else self.settings.intake_block_ms,
-        )
-        entries = [(i, f) for _stream, items in (resp or []) for i, f in items if f]
-        if self._own_pending and not entries:
+        if self._own_pending:
+            resp = self.client.xreadgroup(self.group, self.consumer, {self.stream: "0"},
+                                          count=self.settings.intake_batch)
+            entries = [(i, f) for _stream, items in (resp or []) for i, f in items if f]
+            if entries:
+                return entries
             self._own_pending = False
-        return entries
+        resp = self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"},
+                                      count=self.settings.intake_batch,
+                                      block=self.settings.intake_block_ms)
+        return [(i, f) for _stream, items in (resp or []) for i, f in items if f]
 
     def run_once(self) -> int:
         """Read one batch and process it. Returns how many entries were acknowledged."""

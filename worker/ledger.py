@@ -18,7 +18,7 @@ from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from schemas.result import ResultError, Ticket
-from schemas.statuses import FINAL_STATUSES, Status
+from schemas.statuses import ACTIVE_STATUSES, FINAL_STATUSES, Status
 from schemas.table import TicketIssuance
 
 T = TicketIssuance.__table__  # type: ignore[attr-defined]
@@ -134,6 +134,7 @@ def claim(engine: Engine, row: TicketIssuance, token: str, lease_s: float) -> bo
         .where(
             C.idempotency_key == row.idempotency_key,
             C.status == row.status,
+            C.status.in_(list(ACTIVE_STATUSES)),  # a final row is never claimed again
             C.attempts == row.attempts,
             owner_match,
         )

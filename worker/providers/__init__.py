@@ -15,9 +15,7 @@ from worker.providers.fourvenues_channels import provider as _fourvenues_channel
 from worker.providers.remypass import provider as _remypass
 from worker.settings import AccountConfig
 
-_PROVIDERS: dict[str, Provider] = {
-    p.name: p for p in (_remypass, _fourvenues, _fourvenues_channels, _eguma)
-}
+_PROVIDERS: dict[str, Provider] = {p.name: p for p in (_remypass, _fourvenues, _fourvenues_channels, _eguma)}
 PROVIDER_NAMES: tuple[str, ...] = tuple(_PROVIDERS)
 
 
@@ -25,14 +23,10 @@ def get_provider(name: str) -> Provider:
     try:
         return _PROVIDERS[name]
     except KeyError:
-        raise KeyError(
-            f"unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)}"
-        ) from None
+        raise KeyError(f"unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)}") from None
 
 
-def build_client(
-    account: AccountConfig, *, transport: httpx.BaseTransport | None = None
-) -> httpx.Client:
+def build_client(account: AccountConfig, *, transport: httpx.BaseTransport | None = None) -> httpx.Client:
     """One client per account, reused across threads: the account's timeout, no redirects,
     no credentials (each adapter adds its own per request). `transport` is for tests
     (httpx.MockTransport(sandbox.handle))."""

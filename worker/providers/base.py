@@ -26,9 +26,7 @@ from worker.settings import AccountConfig
 
 
 class OutcomeKind(StrEnum):
-    ISSUED = (
-        "issued"  # tickets exist at the provider (created now, replayed or reconciled)
-    )
+    ISSUED = "issued"  # tickets exist at the provider (created now, replayed or reconciled)
     RETRY = "retry"  # try again later with the same key
     FAILED = "failed"  # the provider refused: no ticket exists
     NEEDS_REVIEW = "needs_review"  # tickets may exist and nothing can confirm it
@@ -85,9 +83,7 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
 _SPACES_RE = re.compile(r"\s{2,}")
 
 
-def scrub(
-    text: object, *, secrets: Iterable[str] = (), limit: int = MESSAGE_LIMIT
-) -> str:
+def scrub(text: object, *, secrets: Iterable[str] = (), limit: int = MESSAGE_LIMIT) -> str:
     """Make provider-supplied text safe for an error message, a log line or a result.
 
     Removes the given secrets, email addresses and long digit runs, flattens control
@@ -127,9 +123,7 @@ def retry(
 ) -> Outcome:
     return Outcome(
         kind=OutcomeKind.RETRY,
-        error=ResultError(
-            type=type_, message=message, http_status=http_status, retryable=True
-        ),
+        error=ResultError(type=type_, message=message, http_status=http_status, retryable=True),
         retry_after_s=retry_after_s,
         may_have_created=may_have_created,
     )
@@ -138,20 +132,14 @@ def retry(
 def failed(type_: str, message: str, *, http_status: int | None = None) -> Outcome:
     return Outcome(
         kind=OutcomeKind.FAILED,
-        error=ResultError(
-            type=type_, message=message, http_status=http_status, retryable=False
-        ),
+        error=ResultError(type=type_, message=message, http_status=http_status, retryable=False),
     )
 
 
-def needs_review(
-    type_: str, message: str, *, http_status: int | None = None
-) -> Outcome:
+def needs_review(type_: str, message: str, *, http_status: int | None = None) -> Outcome:
     return Outcome(
         kind=OutcomeKind.NEEDS_REVIEW,
-        error=ResultError(
-            type=type_, message=message, http_status=http_status, retryable=False
-        ),
+        error=ResultError(type=type_, message=message, http_status=http_status, retryable=False),
         may_have_created=True,
     )
 
@@ -206,9 +194,7 @@ def keep_doubt(outcome: Outcome, in_doubt: bool) -> Outcome:
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
-def send(
-    client: httpx.Client, request: httpx.Request, *, label: str
-) -> httpx.Response | Outcome:
+def send(client: httpx.Client, request: httpx.Request, *, label: str) -> httpx.Response | Outcome:
     """Send one request; a transport problem becomes a RETRY Outcome, never an exception.
 
     Messages name the failure class only: an exception's text may quote the URL, and e-guma's
@@ -244,9 +230,7 @@ def send(
         )
 
 
-def build_request(
-    client: httpx.Client, method: str, url: str, **kwargs: Any
-) -> httpx.Request | Outcome:
+def build_request(client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Request | Outcome:
     """client.build_request, with a malformed URL turned into a configuration failure whose
     message does not repeat the URL."""
     try:
@@ -254,14 +238,11 @@ def build_request(
     except (httpx.InvalidURL, httpx.UnsupportedProtocol):
         return failed(
             "configuration_error",
-            "the account's base_url is not a valid URL. This is a configuration problem: "
-            "nothing was sent.",
+            "the account's base_url is not a valid URL. This is a configuration problem: nothing was sent.",
         )
 
 
-def parse_retry_after(
-    value: str | None, *, now: datetime | None = None
-) -> float | None:
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Retry-After as seconds (delta-seconds or an HTTP-date); None when absent or invalid."""
     if value is None:
         return None
@@ -294,9 +275,7 @@ def json_or_none(response: httpx.Response) -> Any:
         return None
 
 
-def error_detail(
-    response: httpx.Response, keys: Sequence[str] = ("message", "error")
-) -> str | None:
+def error_detail(response: httpx.Response, keys: Sequence[str] = ("message", "error")) -> str | None:
     """The provider's own error text, unscrubbed: JSON fields `keys` (first found; an `error`
     code and a `message` are combined), or a plain-text body. HTML pages are ignored."""
     body = json_or_none(response)
@@ -307,18 +286,12 @@ def error_detail(
             if isinstance(value, dict):
                 value = value.get("message")
             if isinstance(value, list):
-                value = "; ".join(
-                    str(v) for v in value if isinstance(v, str | int | float)
-                )
+                value = "; ".join(str(v) for v in value if isinstance(v, str | int | float))
             if isinstance(value, str) and value and value not in texts:
                 texts.append(value)
         if "error" in body and "message" in body and len(texts) == 2:
             code, text = str(body["error"]), str(body["message"])
-            return (
-                f"{code}: {text}"
-                if code in texts and text in texts
-                else "; ".join(texts)
-            )
+            return f"{code}: {text}" if code in texts and text in texts else "; ".join(texts)
         return "; ".join(texts) or None
     if body is not None:
         return None
@@ -348,11 +321,7 @@ def classify_response(
     text = scrub(detail, secrets=secrets)
     said = f": {text}" if text else "."
     if status in (401, 403):
-        what = (
-            "missing or invalid credentials"
-            if status == 401
-            else "a permission is missing"
-        )
+        what = "missing or invalid credentials" if status == 401 else "a permission is missing"
         return failed(
             "auth_error",
             f"{label} refused the account's credentials (HTTP {status}, {what}){said} This is a "
@@ -431,9 +400,7 @@ def derive_qr_code(idempotency_key: str, index: int) -> str:
     return "TR" + base64.b32encode(digest).decode("ascii").rstrip("=")[:14]
 
 
-def with_derived_qr_codes(
-    payload: dict[str, Any], idempotency_key: str
-) -> dict[str, Any]:
+def with_derived_qr_codes(payload: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
     """A copy of a Fourvenues payload where every ticket without a qr_code gets the derived one."""
     body = copy.deepcopy(payload)
     tickets = body.get("tickets")

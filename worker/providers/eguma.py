@@ -98,20 +98,13 @@ class Eguma:
         tickets = [
             Ticket(
                 ticket_id=None,
-                code=str(t["ticket_number"])
-                if t.get("ticket_number") is not None
-                else None,
-                category=str(t["category_id"])
-                if t.get("category_id") is not None
-                else None,
+                code=str(t["ticket_number"]) if t.get("ticket_number") is not None else None,
+                category=str(t["category_id"]) if t.get("category_id") is not None else None,
             )
             for t in raw_tickets
             if isinstance(t, dict)
         ]
-        replayed = any(
-            response.headers.get(h, "").strip().lower() == "true"
-            for h in REPLAY_HEADERS
-        )
+        replayed = any(response.headers.get(h, "").strip().lower() == "true" for h in REPLAY_HEADERS)
         return issued(tickets, str(booking_id), reconciled=replayed)
 
 

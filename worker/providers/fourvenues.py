@@ -98,9 +98,7 @@ class Fourvenues:
             return keep_doubt(problem, attempt.in_doubt)
         headers = {**auth_headers(account), "Accept": "application/json"}
         body = with_derived_qr_codes(attempt.payload, attempt.idempotency_key)
-        codes = [
-            str(t["qr_code"]) for t in body.get("tickets", []) if isinstance(t, dict)
-        ]
+        codes = [str(t["qr_code"]) for t in body.get("tickets", []) if isinstance(t, dict)]
         if attempt.in_doubt:
             settled = self._reconcile(client, account, headers, codes)
             if settled is not None:
@@ -152,9 +150,7 @@ class Fourvenues:
             return None
         if not response.is_success:
             detail = error_detail(response, ("error", "message"))
-            return classify_response(
-                response, label=label, detail=detail, secrets=account_secrets(account)
-            )
+            return classify_response(response, label=label, detail=detail, secrets=account_secrets(account))
         body = json_or_none(response)
         tickets = ticket_objects(body.get("data") if isinstance(body, dict) else None)
         if tickets is None:
@@ -194,11 +190,7 @@ class Fourvenues:
         detail = error_detail(response, ("error", "message"))
         if response.is_success:
             return self._created(response, codes, detail, secrets)
-        if (
-            response.status_code in (400, 409)
-            and detail
-            and _DUPLICATE_CODE.search(detail)
-        ):
+        if response.status_code in (400, 409) and detail and _DUPLICATE_CODE.search(detail):
             if attempt.in_doubt:
                 # The lookup said "absent" a moment ago, the create says "exists": ask again.
                 settled = self._reconcile(client, account, headers, codes)

@@ -85,9 +85,7 @@ class FourvenuesChannels:
             "Accept": "application/json",
         }
         body = with_derived_qr_codes(attempt.payload, attempt.idempotency_key)
-        codes = [
-            str(t["qr_code"]) for t in body.get("tickets", []) if isinstance(t, dict)
-        ]
+        codes = [str(t["qr_code"]) for t in body.get("tickets", []) if isinstance(t, dict)]
         if attempt.in_doubt:
             settled = self._reconcile(client, account, headers, codes)
             if settled is not None:
@@ -220,17 +218,11 @@ class FourvenuesChannels:
                     may_have_created=True,
                 )
             return issued([normalise(t) for t in raw], None)
-        if (
-            response.status_code in (400, 409)
-            and detail
-            and _DUPLICATE_CODE.search(detail)
-        ):
+        if response.status_code in (400, 409) and detail and _DUPLICATE_CODE.search(detail):
             if attempt.in_doubt:
                 # Our codes are derived from our own key: "already exists" is our earlier
                 # attempt. The codes are known, the ticket ids are not.
-                return issued(
-                    [Ticket(code=code) for code in codes], None, reconciled=True
-                )
+                return issued([Ticket(code=code) for code in codes], None, reconciled=True)
             return failed(
                 "duplicate",
                 f"{LABEL} refused a qr_code of this booking as already used "

@@ -109,9 +109,7 @@ class RemyPass:
         )
         return issued([ticket], pass_id)
 
-    def _duplicate(
-        self, response: httpx.Response, attempt: Attempt, detail: str
-    ) -> Outcome:
+    def _duplicate(self, response: httpx.Response, attempt: Attempt, detail: str) -> Outcome:
         if attempt.in_doubt or attempt.number > 1:
             # Our own earlier attempt created it: the pass exists, details unknown.
             ticket = Ticket(

@@ -105,8 +105,7 @@ class FaultConfig:
                 raise ValueError(f"fail_next entry needs a 4xx/5xx status or a kind: {entry}")
             if kind is not None and kind not in _KINDS:
                 raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(_KINDS)}")
-        rates = ("error_500_rate", "error_503_rate", "rate_429", "timeout_rate",
-                 "drop_after_create_rate")
+        rates = ("error_500_rate", "error_503_rate", "rate_429", "timeout_rate", "drop_after_create_rate")
         for name in rates:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -239,8 +238,7 @@ class Sandbox:
     def handle(self, request: httpx.Request) -> httpx.Response:
         """An httpx.MockTransport handler."""
         query = dict(request.url.params.multi_items())
-        reply = self.dispatch(request.method, request.url.path, query, request.headers,
-                              request.read())
+        reply = self.dispatch(request.method, request.url.path, query, request.headers, request.read())
         if reply.action == "timeout":
             raise httpx.ReadTimeout("sandbox: injected timeout", request=request)
         if reply.action == "drop":
@@ -338,9 +336,7 @@ class Sandbox:
         if kind == "drop_after_create":
             return SandboxReply(0, action="drop")
         if kind == "malformed_after_create":
-            return SandboxReply(
-                200, b"<html><body>Bad gateway</body></html>", {"Content-Type": "text/html"}
-            )
+            return SandboxReply(200, b"<html><body>Bad gateway</body></html>", {"Content-Type": "text/html"})
         return sim.error_reply(int(fault["status"]), _STATUS_TEXT.get(fault["status"], "Error"))
 
     def _control(self, method: str, path: str, body: bytes) -> SandboxReply:
@@ -358,8 +354,10 @@ class Sandbox:
                     raise ValueError('expected {"provider": NAME, ...fault settings}')
                 provider = data.pop("provider")
                 self.set_faults(provider, **data)
-                return SandboxReply.json(200, {"ok": True, "faults": self.faults()[
-                    provider if provider != "*" else self.providers[0]]})
+                return SandboxReply.json(
+                    200,
+                    {"ok": True, "faults": self.faults()[provider if provider != "*" else self.providers[0]]},
+                )
         except ValueError as exc:
             return SandboxReply.json(400, {"error": str(exc)})
         return SandboxReply.json(404, {"error": "unknown sandbox control route"})

@@ -1,0 +1,31 @@
+"""Sample envelopes shared by the tests."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from worker.demo import demo_envelopes
+
+CUSTOMER_EMAIL = "jane.secret-customer@example.com"
+CUSTOMER_NAME = "Jane Secretcustomer"
+
+
+def envelope(provider: str, message_id: str, **changes: Any) -> dict[str, Any]:
+    """A valid envelope of `provider` carrying the test customer's personal data."""
+    by_provider = {e["provider"]: e for e in demo_envelopes("t")}
+    env = copy.deepcopy(by_provider[provider])
+    env["message_id"] = message_id
+    text = json.dumps(env).replace("demo.customer@example.com", CUSTOMER_EMAIL)
+    text = text.replace("Demo Customer", CUSTOMER_NAME)
+    env = json.loads(text)
+    if provider == "remypass":
+        env["payload"]["bookingId"] = f"BK-{message_id}"
+    env.update(changes)
+    return env
+
+
+def entry(env: dict[str, Any] | str) -> dict[bytes, bytes]:
+    text = env if isinstance(env, str) else json.dumps(env)
+    return {b"message": text.encode()}

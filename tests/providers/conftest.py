@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from provider_helpers import ACCOUNTS
+
+from worker.providers import build_client
+from worker.sandbox import Sandbox
+
+
+@pytest.fixture
+def sandbox() -> Sandbox:
+    return Sandbox(seed=1)
+
+
+@pytest.fixture
+def client(sandbox: Sandbox) -> Iterator[httpx.Client]:
+    with build_client(
+        ACCOUNTS[("remypass", "default")], transport=httpx.MockTransport(sandbox.handle)
+    ) as c:
+        yield c

@@ -1,0 +1,143 @@
+"""e-guma adapter against the in-process simulator."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+from provider_helpers import account, make_attempt, next_attempt
+
+from worker.providers import get_provider
+from worker.providers.base import Outcome, OutcomeKind
+from worker.sandbox import Sandbox
+
+eguma = get_provider("eguma")
+
+
+def test_booking_is_normalised_and_key_sent(sandbox: Sandbox) -> None:
+    seen: list[httpx.Request] = []
+
+    def spy(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return sandbox.handle(request)
+
+    attempt = make_attempt("eguma", tickets=2)
+    with httpx.Client(transport=httpx.MockTransport(spy)) as client:
+        outcome = eguma.issue(client, attempt)
+    assert outcome.kind is OutcomeKind.ISSUED and not outcome.reconciled
+    assert outcome.provider_reference is not None
+    assert len(outcome.tickets) == 2
+    for ticket in outcome.tickets:
+        assert ticket.ticket_id is None
+        assert ticket.code is not None and len(ticket.code) == 19 and ticket.code.isdigit()
+        assert ticket.category == "64ad1bb1973b861c040c99c1"
+    [request] = seen
+    assert request.headers["Idempotency-Key"] == attempt.idempotency_key
+    assert request.url.params["apikey"] == "sandbox-key"
+    assert request.url.path == "/eguma/v1/ticketing/booking.json"
+
+
+def test_replay_gives_the_same_booking_and_one_creation(
+    client: httpx.Client, sandbox: Sandbox
+) -> None:
+    attempt = make_attempt("eguma")
+    first = eguma.issue(client, attempt)
+    second = eguma.issue(client, next_attempt(attempt, True))
+    assert second.kind is OutcomeKind.ISSUED and second.reconciled
+    assert second.provider_reference == first.provider_reference
+    assert second.tickets == first.tickets
+    assert sandbox.ground_truth()["eguma"]["creations"] == {attempt.idempotency_key: 1}
+
+
+def test_lost_answer_then_retry_replays(client: httpx.Client, sandbox: Sandbox) -> None:
+    sandbox.set_faults("eguma", fail_next=[{"kind": "drop_after_create"}, {"status": 502,
+                                                                           "after_create": True}])
+    attempt = make_attempt("eguma")
+    lost = eguma.issue(client, attempt)
+    assert lost.kind is OutcomeKind.RETRY and lost.may_have_created
+    again = eguma.issue(client, next_attempt(attempt, True))
+    assert again.kind is OutcomeKind.RETRY and again.error is not None
+    assert again.error.http_status == 502
+    final = eguma.issue(client, next_attempt(next_attempt(attempt, True), True))
+    assert final.kind is OutcomeKind.ISSUED and final.reconciled
+    assert sandbox.ground_truth()["eguma"]["creations"] == {attempt.idempotency_key: 1}
+
+
+def test_same_key_different_body_needs_review(client: httpx.Client, sandbox: Sandbox) -> None:
+    attempt = make_attempt("eguma")
+    assert eguma.issue(client, attempt).kind is OutcomeKind.ISSUED
+    changed = make_attempt("eguma", key=attempt.idempotency_key, n=2, number=2, in_doubt=True)
+    outcome = eguma.issue(client, changed)
+    assert outcome.kind is OutcomeKind.NEEDS_REVIEW
+    assert outcome.error is not None
+    assert (outcome.error.type, outcome.error.http_status) == ("idempotency_mismatch", 422)
+    assert sandbox.ground_truth()["eguma"]["tickets"] == 1
+
+
+def test_same_key_in_flight_is_retry(sandbox: Sandbox) -> None:
+    sandbox.set_faults("eguma", latency_ms=300)
+    attempt = make_attempt("eguma")
+    results: list[Outcome] = []
+    transport = httpx.MockTransport(sandbox.handle)
+    with httpx.Client(transport=transport) as client:
+        slow = threading.Thread(target=lambda: results.append(eguma.issue(client, attempt)))
+        slow.start()
+        import time
+
+        time.sleep(0.1)  # the first request is now inside the simulated latency
+        sandbox.set_faults("eguma")
+        second = eguma.issue(client, next_attempt(attempt, True))
+        slow.join()
+    assert second.kind is OutcomeKind.RETRY
+    assert second.error is not None
+    assert (second.error.type, second.error.http_status) == ("in_progress", 409)
+    assert results[0].kind is OutcomeKind.ISSUED
+    assert sandbox.ground_truth()["eguma"]["creations"] == {attempt.idempotency_key: 1}
+
+
+def test_validation_error_is_failed(client: httpx.Client) -> None:
+    attempt = make_attempt("eguma")
+    attempt.payload["items"] = []
+    outcome = eguma.issue(client, attempt)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.error is not None and outcome.error.type == "validation_error"
+    assert "validation_error" in outcome.error.message and "items" in outcome.error.message
+
+
+def test_missing_idempotency_key_is_refused_by_the_sandbox(client: httpx.Client) -> None:
+    response = client.post(
+        "http://sandbox.test/eguma/v1/ticketing/booking.json",
+        params={"apikey": "sandbox-key"},
+        json=make_attempt("eguma").payload,
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "validation_error"
+
+
+def test_wrong_key_is_auth_error_and_never_echoes_the_key(client: httpx.Client) -> None:
+    outcome = eguma.issue(client, make_attempt("eguma", acct=account("eguma", api_key="badkey99")))
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.error is not None and outcome.error.type == "auth_error"
+    assert outcome.error.http_status == 401
+    assert "badkey99" not in outcome.error.message and "apikey" not in outcome.error.message
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind", "may_have_created"),
+    [
+        ({"status": 500}, OutcomeKind.RETRY, True),
+        ({"status": 503}, OutcomeKind.RETRY, False),
+        ({"status": 429, "retry_after": 1}, OutcomeKind.RETRY, False),
+        ({"kind": "timeout"}, OutcomeKind.RETRY, True),
+        ({"kind": "malformed_after_create"}, OutcomeKind.RETRY, True),
+    ],
+)
+def test_faults(
+    client: httpx.Client, sandbox: Sandbox, fault: dict[str, object], kind: OutcomeKind,
+    may_have_created: bool,
+) -> None:
+    sandbox.set_faults("eguma", fail_next=[fault])
+    outcome = eguma.issue(client, make_attempt("eguma"))
+    assert outcome.kind is kind
+    assert outcome.may_have_created is may_have_created

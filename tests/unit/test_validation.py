@@ -1,0 +1,115 @@
+"""From raw entry to accepted booking or clear rejection, without echoing personal data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from schemas.keys import idempotency_key
+from tests.helpers import CUSTOMER_EMAIL, CUSTOMER_NAME, entry, envelope
+from worker.settings import Settings, sandbox_accounts
+from worker.validation import Accepted, Rejected, validate_entry
+
+S = Settings(redis_url="redis://unused", database_url="sqlite://")
+ACCOUNTS = sandbox_accounts("http://sandbox")
+
+
+@pytest.mark.parametrize("provider", ["remypass", "fourvenues", "fourvenues_channels", "eguma"])
+def test_valid_envelopes_of_every_provider_are_accepted(provider: str) -> None:
+    v = validate_entry(entry(envelope(provider, "m-1")), S, ACCOUNTS)
+    assert isinstance(v, Accepted), v
+    assert v.idempotency_key == idempotency_key(provider, "default", "m-1", 0)
+    assert v.reply_to == "ticketrelay:results"
+
+
+def test_the_key_is_stable_and_distinct() -> None:
+    a = idempotency_key("eguma", "default", "m-1", 0)
+    assert a == idempotency_key("eguma", "default", "m-1", 0)
+    assert len({a, idempotency_key("eguma", "default", "m-1", 1), idempotency_key("eguma", "other", "m-1", 0),
+                idempotency_key("remypass", "default", "m-1", 0)}) == 4
+
+
+def _bad(env_or_text: object, **kw: object) -> Rejected:
+    fields = kw.get("fields") or entry(env_or_text if isinstance(env_or_text, str) else json.dumps(env_or_text))
+    v = validate_entry(fields, S, ACCOUNTS)  # type: ignore[arg-type]
+    assert isinstance(v, Rejected), v
+    assert CUSTOMER_EMAIL not in v.reason and CUSTOMER_NAME not in v.reason
+    return v
+
+
+def test_not_json() -> None:
+    v = _bad("{not json")
+    assert v.error_type == "invalid_json" and v.message_id is None and "not valid JSON" in v.reason
+
+
+def test_no_message_field() -> None:
+    v = _bad(None, fields={b"other": b"x"})
+    assert v.error_type == "invalid_message"
+
+
+def test_unknown_provider_names_the_choices() -> None:
+    env = envelope("eguma", "m-2")
+    env["provider"] = "ticketmaster"
+    v = _bad(env)
+    assert v.error_type == "unknown_provider" and v.message_id == "m-2"
+    assert "remypass" in v.reason
+
+
+def test_wrong_types_in_payload_name_the_field_not_the_value() -> None:
+    env = envelope("eguma", "m-3")
+    env["payload"]["items"][0]["quantity"] = "2"
+    env["payload"]["customer"]["email"] = "not-an-email-" + CUSTOMER_NAME
+    v = _bad(env)
+    assert v.error_type == "invalid_payload"
+    assert "payload.items.0.quantity" in v.reason and "payload.customer.email" in v.reason
+
+
+@pytest.mark.parametrize(
+    ("provider", "mutate", "needle"),
+    [
+        ("fourvenues", lambda p: p.update(referral_id="r1"), "mutually exclusive"),
+        ("fourvenues", lambda p: p["tickets"][1].update(price_id="other"), "same price_id"),
+        ("fourvenues", lambda p: p["tickets"][0].pop("email"), "email"),
+        ("fourvenues", lambda p: p.update(quantity=3), "quantity"),
+        ("eguma", lambda p: p.update(items=[]), "items"),
+        ("eguma", lambda p: p["items"][0].update(quantity=0), "quantity"),
+        ("eguma", lambda p: p.update(starts_at="19.03.2026"), "ISO 8601"),
+        ("remypass", lambda p: p.pop("screen"), "screen"),
+        ("remypass", lambda p: p.update(startTime="2026-12-25"), "date-time"),
+        ("fourvenues_channels", lambda p: p["tickets"][0].update(personal_document_type="id"), "document"),
+    ],
+)
+def test_documented_payload_rules(provider: str, mutate: object, needle: str) -> None:
+    env = envelope(provider, "m-4")
+    mutate(env["payload"])  # type: ignore[operator]
+    v = _bad(env)
+    assert v.error_type == "invalid_payload" and needle in v.reason, v.reason
+
+
+def test_reply_to_outside_the_prefix_is_refused() -> None:
+    v = _bad(envelope("eguma", "m-5", reply_to="bookings:other"))
+    assert v.error_type == "invalid_envelope" and "reply_to" in v.reason
+    assert v.reply_to is None  # the result goes to the default stream, not the foreign key
+
+
+def test_too_large_is_refused_without_parsing_but_keeps_the_message_id() -> None:
+    env = envelope("eguma", "m-big")
+    env["metadata"] = {"blob": "x" * (S.max_message_bytes + 10)}
+    v = _bad(env)
+    assert v.error_type == "too_large" and v.message_id == "m-big"
+
+
+def test_unknown_account_and_missing_credentials() -> None:
+    assert _bad(envelope("eguma", "m-6", account="nope")).error_type == "unknown_account"
+    from worker.settings import AccountConfig
+
+    accounts = dict(ACCOUNTS)
+    accounts[("eguma", "default")] = AccountConfig(provider="eguma", name="default", base_url="http://x")
+    v = validate_entry(entry(envelope("eguma", "m-7")), S, accounts)
+    assert isinstance(v, Rejected) and v.error_type == "missing_credentials"
+
+
+def test_deep_nesting_does_not_crash() -> None:
+    v = _bad('{"a":' * 100000 + "1" + "}" * 100000)
+    assert v.error_type in {"invalid_json", "too_large"}

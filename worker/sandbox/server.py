@@ -1,0 +1,123 @@
+"""The sandbox over real HTTP (stdlib ThreadingHTTPServer, no extra dependency).
+
+Injected "timeout": the handler stays silent for timeout_sleep_s, then closes the connection.
+"drop": the connection is closed without an answer. Request lines are never logged (the
+e-guma API key travels in the query string).
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import httpx
+
+from worker.sandbox.core import Sandbox
+
+
+class SandboxHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        super().__init__(address, _Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        """Stop serving and close the socket (for a server started with start_in_thread)."""
+        self.shutdown()
+        self.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: SandboxHTTPServer
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        parts = urlsplit(self.path)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = httpx.Headers(list(self.headers.items()))
+        reply = self.server.sandbox.dispatch(self.command, unquote(parts.path), query, headers, body)
+        if reply.action is not None:
+            if reply.action == "timeout":
+                time.sleep(reply.sleep_s)
+            self.close_connection = True
+            return
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return  # never log request lines: they may hold an API key
+
+
+def make_server(host: str, port: int, sandbox: Sandbox | None = None) -> SandboxHTTPServer:
+    return SandboxHTTPServer((host, port), sandbox or Sandbox())
+
+
+def serve(host: str, port: int, sandbox: Sandbox | None = None) -> None:
+    """Serve until interrupted (blocking)."""
+    server = make_server(host, port, sandbox)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def start_in_thread(
+    sandbox: Sandbox | None = None, host: str = "127.0.0.1", port: int = 0
+) -> SandboxHTTPServer:
+    """Start serving in a daemon thread (port 0: any free port, see `.url`); `.stop()` ends it."""
+    server = make_server(host, port, sandbox)
+    thread = threading.Thread(target=server.serve_forever, name="ticketrelay-sandbox", daemon=True)
+    thread.start()
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.sandbox", description="ticketrelay provider sandbox"
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random faults and ids")
+    args = parser.parse_args(argv)
+    server = make_server(args.host, args.port, Sandbox(seed=args.seed))
+    print(f"ticketrelay sandbox listening on {server.url}", flush=True)
+    print(
+        "routes: /remypass/api/v1/public, /fourvenues, /fourvenues-channels, /eguma/v1; "
+        "control: /_sandbox/faults, /_sandbox/ground-truth, /_sandbox/reset",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
