@@ -88,7 +88,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from worker.sandbox.__main__ import main as sandbox_main
+    from worker.sandbox.server import main as sandbox_main
 
     return sandbox_main(["--host", args.host, "--port", str(args.port)])
 

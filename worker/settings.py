@@ -10,7 +10,7 @@ import socket
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -120,7 +120,13 @@ def _resolve_secret(value: object, where: str) -> SecretStr | None:
     return SecretStr(value)
 
 
-def load_accounts(path: Path) -> dict[tuple[str, str], AccountConfig]:
+def _defaults(settings: Settings | None) -> dict[str, Any]:
+    s = settings or Settings()
+    return {"timeout_s": s.default_timeout_s, "max_attempts": s.default_max_attempts,
+            "backoff_base_s": s.backoff_base_s, "backoff_cap_s": s.backoff_cap_s}
+
+
+def load_accounts(path: Path, settings: Settings | None = None) -> dict[tuple[str, str], AccountConfig]:
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -134,7 +140,7 @@ def load_accounts(path: Path) -> dict[tuple[str, str], AccountConfig]:
         for name, table in tables.items():
             if not isinstance(table, dict):
                 raise AccountsError(f"{path}: [{provider}.{name}] must be a table")
-            fields = dict(table)
+            fields = {**_defaults(settings), **table}
             for secret_field in ("api_key", "integration_id", "secret"):
                 fields[secret_field] = _resolve_secret(
                     fields.get(secret_field), f"[{provider}.{name}].{secret_field}"
@@ -146,18 +152,22 @@ def load_accounts(path: Path) -> dict[tuple[str, str], AccountConfig]:
     return accounts
 
 
-def sandbox_accounts(sandbox_url: str) -> dict[tuple[str, str], AccountConfig]:
+def sandbox_accounts(sandbox_url: str, settings: Settings | None = None) -> dict[tuple[str, str], AccountConfig]:
     """The accounts used when no accounts file is configured: the built-in simulators."""
     base = sandbox_url.rstrip("/")
     key = SecretStr(SANDBOX_API_KEY)
+    d = _defaults(settings)
     return {
         ("remypass", "default"): AccountConfig(
+            **d,
             provider="remypass", name="default", base_url=f"{base}/remypass/api/v1/public", api_key=key
         ),
         ("fourvenues", "default"): AccountConfig(
+            **d,
             provider="fourvenues", name="default", base_url=f"{base}/fourvenues", api_key=key
         ),
         ("fourvenues", "v1"): AccountConfig(
+            **d,
             provider="fourvenues",
             name="v1",
             base_url=f"{base}/fourvenues",
@@ -166,12 +176,14 @@ def sandbox_accounts(sandbox_url: str) -> dict[tuple[str, str], AccountConfig]:
             secret=SecretStr(SANDBOX_FOURVENUES_SECRET),
         ),
         ("fourvenues_channels", "default"): AccountConfig(
+            **d,
             provider="fourvenues_channels",
             name="default",
             base_url=f"{base}/fourvenues-channels",
             api_key=key,
         ),
         ("eguma", "default"): AccountConfig(
+            **d,
             provider="eguma", name="default", base_url=f"{base}/eguma/v1", api_key=key
         ),
     }
@@ -185,5 +197,5 @@ def get_settings() -> Settings:
 def get_accounts(settings: Settings | None = None) -> dict[tuple[str, str], AccountConfig]:
     settings = settings or get_settings()
     if settings.accounts_file is None:
-        return sandbox_accounts(settings.sandbox_url)
-    return load_accounts(settings.accounts_file)
+        return sandbox_accounts(settings.sandbox_url, settings)
+    return load_accounts(settings.accounts_file, settings)

@@ -35,6 +35,8 @@ def test_scrub_removes_emails_digits_secrets_and_truncates() -> None:
     assert scrub("line\nbreak\x00here") == "line break here"
     assert scrub("HTTP 400 for 2 tickets") == "HTTP 400 for 2 tickets"  # short numbers stay
     assert scrub(None) == ""
+    url = scrub("see https://api.e-guma.ch/v1/x.json?apikey=abc123 now; apikey=zzz")
+    assert "abc123" not in url and "zzz" not in url and "e-guma.ch" not in url
 
 
 def test_parse_retry_after_seconds_and_http_date() -> None:

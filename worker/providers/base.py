@@ -79,6 +79,11 @@ _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 # Six or more digits, optionally split by single spaces, dots or dashes: phone numbers,
 # document numbers, card numbers, birthdays. Short numbers (status codes, counts) stay.
 _DIGITS_RE = re.compile(r"\+?\d(?:[ .\-/]?\d){5,}")
+# A URL may carry a key in its query string (e-guma), so no URL survives.
+_URL_RE = re.compile(r"\b(?:https?|wss?)://\S+", re.IGNORECASE)
+_KEY_VALUE_RE = re.compile(
+    r"\b(api[_-]?key|apikey|secret|token|password|integration_id)(\s*[=:]\s*)\S+", re.IGNORECASE
+)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
 _SPACES_RE = re.compile(r"\s{2,}")
 
@@ -86,7 +91,8 @@ _SPACES_RE = re.compile(r"\s{2,}")
 def scrub(text: object, *, secrets: Iterable[str] = (), limit: int = MESSAGE_LIMIT) -> str:
     """Make provider-supplied text safe for an error message, a log line or a result.
 
-    Removes the given secrets, email addresses and long digit runs, flattens control
+    Removes the given secrets, URLs, `key=value` credentials, email addresses and long
+    digit runs, flattens control
     characters and truncates to `limit` characters. Names cannot be recognised reliably,
     so callers copy only the provider's error text, never request data."""
     if text is None:
@@ -95,6 +101,8 @@ def scrub(text: object, *, secrets: Iterable[str] = (), limit: int = MESSAGE_LIM
     for secret in secrets:
         if secret and len(secret) >= 4:
             value = value.replace(secret, "[secret]")
+    value = _URL_RE.sub("[url]", value)
+    value = _KEY_VALUE_RE.sub(r"\1\2[secret]", value)
     value = _EMAIL_RE.sub("[email]", value)
     value = _DIGITS_RE.sub("[number]", value)
     value = _CONTROL_RE.sub(" ", value)

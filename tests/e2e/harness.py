@@ -1,0 +1,132 @@
+"""A whole ticketrelay on this machine for end-to-end tests: the sandbox over real HTTP, a real
+Redis, a real SQLite file, and real intake, Celery worker and beat processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy import Engine
+
+from schemas.table import TicketIssuance
+from worker import ledger
+from worker.db import make_engine
+from worker.migrate import upgrade
+from worker.producer import publish
+from worker.sandbox.core import Sandbox
+from worker.sandbox.server import SandboxHTTPServer, start_in_thread
+from worker.supervisor import Supervisor
+
+FAST_SETTINGS = {
+    "TICKETRELAY_LEASE_S": "4",
+    "TICKETRELAY_STALE_AFTER_S": "2",
+    "TICKETRELAY_SWEEP_INTERVAL_S": "1",
+    "TICKETRELAY_VISIBILITY_TIMEOUT_S": "60",
+    "TICKETRELAY_MAX_COUNTDOWN_S": "30",
+    "TICKETRELAY_BACKOFF_BASE_S": "0.2",
+    "TICKETRELAY_BACKOFF_CAP_S": "5",
+    "TICKETRELAY_DEFAULT_TIMEOUT_S": "5",
+    "TICKETRELAY_DEFAULT_MAX_ATTEMPTS": "5",
+    "TICKETRELAY_WORKER_CONCURRENCY": "8",
+    "TICKETRELAY_INTAKE_BLOCK_MS": "200",
+    "TICKETRELAY_INTAKE_RECLAIM_IDLE_MS": "3000",
+    "TICKETRELAY_SOFT_SHUTDOWN_TIMEOUT_S": "5",
+}
+
+
+def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class System:
+    def __init__(self, tmp: Path, redis_url: str, extra_env: dict[str, str] | None = None) -> None:
+        self.tmp = tmp
+        self.redis_url = redis_url
+        self.redis = redis.Redis.from_url(redis_url)
+        self.database_url = f"sqlite:///{tmp / 'ticketrelay.db'}"
+        upgrade(self.database_url)
+        self.engine: Engine = make_engine(self.database_url)
+        self.sandbox = Sandbox(seed=7)
+        self.server: SandboxHTTPServer = start_in_thread(self.sandbox)
+        self.env = {
+            **FAST_SETTINGS,
+            "TICKETRELAY_REDIS_URL": redis_url,
+            "TICKETRELAY_DATABASE_URL": self.database_url,
+            "TICKETRELAY_SANDBOX_URL": self.server.url,
+            "TICKETRELAY_STATE_DIR": str(tmp / "state"),
+            **(extra_env or {}),
+        }
+        os.environ.pop("TICKETRELAY_ACCOUNTS_FILE", None)
+        self.sup = Supervisor(log_dir=tmp / "logs")
+
+    def start(self, *names: str) -> None:
+        for name in names or ("intake", "worker", "beat"):
+            self.sup.start(name, [name], self.env)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.sup.procs[name]
+        os.killpg(proc.pid, sig)
+        proc.wait(30)
+
+    def restart(self, name: str) -> None:
+        self.sup.start(name, [name], self.env)
+
+    def stop(self) -> None:
+        self.sup.stop(timeout=15)
+        self.server.stop()
+        self.engine.dispose()
+
+    def publish(self, env: dict[str, Any] | str) -> None:
+        publish(self.redis, env, "ticketrelay:bookings")
+
+    def results(self, stream: str = "ticketrelay:results") -> list[dict[str, Any]]:
+        return [json.loads(f[b"result"]) for _i, f in self.redis.xrange(stream)]
+
+    def results_for(self, message_id: str) -> list[dict[str, Any]]:
+        return [r for r in self.results() if r["message_id"] == message_id]
+
+    def wait_result(self, message_id: str, timeout: float = 60) -> dict[str, Any]:
+        found: list[dict[str, Any]] = wait_for(lambda: self.results_for(message_id), timeout,
+                                               f"a result for {message_id}")
+        return found[0]
+
+    def row(self, key: str) -> TicketIssuance:
+        row = ledger.get(self.engine, key)
+        assert row is not None
+        return row
+
+    def rows_for(self, message_id: str) -> list[TicketIssuance]:
+        from sqlalchemy import select
+
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(ledger.T).where(ledger.C.message_id == message_id)).mappings()
+            return [TicketIssuance(**r) for r in rows]
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted((self.tmp / "logs").glob("*.log")))
+
+    def dead_letters(self) -> list[dict[bytes, bytes]]:
+        return [f for _i, f in self.redis.xrange("ticketrelay:dead")]
+
+
+def creations(system: System, provider: str) -> dict[str, int]:
+    truth: dict[str, int] = system.sandbox.ground_truth()[provider]["creations"]
+    return truth
+
+
+def run(cmd: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout,
+                          check=False)

@@ -1,0 +1,170 @@
+"""worker.issuing.process with the in-process sandbox (httpx MockTransport), fakeredis and a
+real SQLite file: the decisions of one task run."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import fakeredis
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+from schemas.keys import idempotency_key
+from tests.helpers import envelope
+from worker import issuing, ledger
+from worker.db import make_engine
+from worker.providers import build_client
+from worker.sandbox.core import Sandbox
+from worker.settings import AccountConfig, Settings, sandbox_accounts
+from worker.validation import payload_hash
+
+
+@pytest.fixture
+def sandbox() -> Sandbox:
+    return Sandbox(seed=1)
+
+
+@pytest.fixture
+def deps(sqlite_url: str, sandbox: Sandbox) -> issuing.Deps:
+    settings = Settings(database_url=sqlite_url, max_countdown_s=30, backoff_base_s=0.5, backoff_cap_s=60)
+    accounts = sandbox_accounts("http://sandbox", settings)
+
+    def factory(account: AccountConfig) -> httpx.Client:
+        return build_client(account, transport=httpx.MockTransport(sandbox.handle))
+
+    return issuing.Deps(engine=make_engine(sqlite_url), redis=fakeredis.FakeRedis(), settings=settings,
+                        accounts=accounts, clients=issuing.ClientCache(factory))
+
+
+def accept(engine: Engine, provider: str, mid: str) -> str:
+    env = envelope(provider, mid)
+    key = idempotency_key(provider, "default", mid)
+    ledger.create_queued(engine, ledger.NewBooking(
+        idempotency_key=key, message_id=mid, provider=provider, account="default", generation=0,
+        payload=env["payload"], payload_sha256=payload_hash(env["payload"]),
+        reply_to="ticketrelay:results", metadata={}))
+    return key
+
+
+def results(deps: issuing.Deps) -> list[dict[str, Any]]:
+    return [json.loads(f[b"result"]) for _i, f in deps.redis.xrange("ticketrelay:results")]
+
+
+def make_due(deps: issuing.Deps, key: str) -> None:
+    from sqlalchemy import update
+
+    with deps.engine.begin() as conn:
+        conn.execute(update(ledger.T).where(ledger.C.idempotency_key == key)
+                     .values(next_attempt_at=ledger.utcnow()))
+
+
+@pytest.mark.parametrize("provider", ["remypass", "fourvenues", "fourvenues_channels", "eguma"])
+def test_issue_records_and_publishes(deps: issuing.Deps, provider: str) -> None:
+    key = accept(deps.engine, provider, "m-1")
+    assert issuing.process(deps, key) == issuing.Next()
+    row = ledger.get(deps.engine, key)
+    assert row is not None and row.status == "issued" and row.attempts == 1 and row.tickets
+    assert row.callback_sent_at is not None
+    [res] = results(deps)
+    assert res["status"] == "issued" and res["tickets"] == row.tickets
+    # Running the task again (a redelivery) calls nobody and publishes nothing new.
+    issuing.process(deps, key)
+    assert len(results(deps)) == 1
+
+
+def test_retry_schedules_a_countdown_below_the_limit(deps: issuing.Deps, sandbox: Sandbox) -> None:
+    sandbox.set_faults("eguma", fail_next=[{"status": 503}])
+    key = accept(deps.engine, "eguma", "m-2")
+    nxt = issuing.process(deps, key)
+    assert nxt.countdown is not None and 0 <= nxt.countdown <= deps.settings.max_countdown_s
+    row = ledger.get(deps.engine, key)
+    assert row is not None and row.status == "retrying" and row.http_status == 503 and not row.in_doubt
+
+
+def test_long_retry_after_is_parked_for_the_sweeper(deps: issuing.Deps, sandbox: Sandbox) -> None:
+    sandbox.set_faults("eguma", fail_next=[{"status": 429, "retry_after": 45}])
+    key = accept(deps.engine, "eguma", "m-3")
+    assert issuing.process(deps, key).countdown is None  # 45 s > max countdown: parked
+    row = ledger.get(deps.engine, key)
+    assert row is not None and row.next_attempt_at is not None
+    wait = (ledger._aware(row.next_attempt_at) - ledger.utcnow()).total_seconds()  # type: ignore[operator]
+    assert 40 < wait <= 45.5
+    # Not due yet: a stray task does nothing.
+    issuing.process(deps, key)
+    assert ledger.get(deps.engine, key).attempts == 1  # type: ignore[union-attr]
+
+
+def test_retries_run_out_as_failed_for_a_provider_that_can_confirm(deps: issuing.Deps, sandbox: Sandbox) -> None:
+    sandbox.set_faults("eguma", fail_next=[{"status": 500}] * 10)
+    key = accept(deps.engine, "eguma", "m-4")
+    for _ in range(deps.accounts[("eguma", "default")].max_attempts):
+        issuing.process(deps, key)
+        make_due(deps, key)
+    row = ledger.get(deps.engine, key)
+    assert row is not None and row.status == "failed" and row.error_type == "retries_exhausted"
+    assert row.attempts == deps.accounts[("eguma", "default")].max_attempts
+    assert results(deps)[-1]["error"]["retryable"] is True
+
+
+def test_in_doubt_without_confirmation_is_needs_review(deps: issuing.Deps, sandbox: Sandbox) -> None:
+    """fourvenues_channels has no documented lookup: running out of attempts after answers that
+    may have created tickets must not look like a clean failure."""
+    sandbox.set_faults("fourvenues_channels", fail_next=[{"status": 500}] * 20)
+    key = accept(deps.engine, "fourvenues_channels", "m-5")
+    for _ in range(20):
+        issuing.process(deps, key)
+        make_due(deps, key)
+        row = ledger.get(deps.engine, key)
+        assert row is not None
+        if ledger.is_final(row):
+            break
+    assert row.status == "needs_review", (row.status, row.error_type, row.error_message)
+
+
+def test_permanent_error_is_final_at_once(deps: issuing.Deps, sandbox: Sandbox) -> None:
+    sandbox.set_faults("remypass", fail_next=[{"status": 400}])
+    key = accept(deps.engine, "remypass", "m-6")
+    assert issuing.process(deps, key) == issuing.Next()
+    row = ledger.get(deps.engine, key)
+    assert row is not None and row.status == "failed" and row.attempts == 1 and row.http_status == 400
+
+
+def test_account_removed_from_config_fails_clearly(deps: issuing.Deps) -> None:
+    key = accept(deps.engine, "eguma", "m-7")
+    del deps.accounts[("eguma", "default")]
+    issuing.process(deps, key)
+    row = ledger.get(deps.engine, key)
+    assert row is not None and row.status == "failed" and row.error_type == "configuration_error"
+    assert row.attempts == 0
+
+
+def test_sweep_redrives_stale_rows_and_publishes_unsent_results(deps: issuing.Deps) -> None:
+    from sqlalchemy import update
+
+    key = accept(deps.engine, "eguma", "m-8")
+    with deps.engine.begin() as conn:
+        conn.execute(update(ledger.T).values(updated_at=ledger.utcnow().replace(year=2020)))
+    sent: list[str] = []
+    assert issuing.sweep(deps, sent.append) == {"redriven": 1, "republished": 0}
+    assert sent == [key]
+    issuing.process(deps, key)
+    with deps.engine.begin() as conn:  # as if the worker died before publishing
+        conn.execute(update(ledger.T).values(callback_sent_at=None,
+                                             completed_at=ledger.utcnow().replace(year=2020)))
+    deps.redis.delete("ticketrelay:results")
+    assert issuing.sweep(deps, sent.append) == {"redriven": 0, "republished": 1}
+    assert [r["status"] for r in results(deps)] == ["issued"]
+
+
+def test_backoff_is_exponential_with_full_jitter_and_retry_after_floor() -> None:
+    from worker.backoff import next_delay
+
+    rng = random.Random(3)
+    samples = [next_delay(4, 1.0, 300, None, rng) for _ in range(500)]
+    assert 0 <= min(samples) < 1 and 6 < max(samples) <= 8  # uniform over [0, 8]
+    assert all(next_delay(1, 1.0, 300, 30, rng) >= 30 for _ in range(50))
+    assert next_delay(20, 1.0, 300, None, rng) <= 300
+    assert next_delay(1, 1.0, 300, 86400, rng) == 300  # an absurd Retry-After is capped
