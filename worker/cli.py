@@ -71,7 +71,7 @@ def _celery(argv: list[str], extra_env: dict[str, str] | None = None) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     s = get_settings()
     argv = ["worker", "-P", s.worker_pool, "-c", str(s.worker_concurrency), "-Q", s.queue,
-            "-E", "--loglevel", "INFO", *args.celery_args]
+            "-E", "--without-mingle", "--without-gossip", "--loglevel", "INFO", *args.celery_args]
     # Plain SIGTERM makes Celery wait for running tasks without limit; as SIGQUIT it honours
     # worker_soft_shutdown_timeout, then returns unfinished messages to the queue.
     return _celery(argv, {"REMAP_SIGTERM": "SIGQUIT"})

@@ -17,7 +17,5 @@ def sandbox() -> Sandbox:
 
 @pytest.fixture
 def client(sandbox: Sandbox) -> Iterator[httpx.Client]:
-    with build_client(
-        ACCOUNTS[("remypass", "default")], transport=httpx.MockTransport(sandbox.handle)
-    ) as c:
+    with build_client(ACCOUNTS[("remypass", "default")], transport=httpx.MockTransport(sandbox.handle)) as c:
         yield c

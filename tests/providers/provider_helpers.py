@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 from pydantic import SecretStr
+
 from worker.providers.base import Attempt
 from worker.sandbox.samples import sample_payload
 from worker.settings import AccountConfig, sandbox_accounts

@@ -38,9 +38,7 @@ def test_booking_is_normalised_and_key_sent(sandbox: Sandbox) -> None:
     assert request.url.path == "/eguma/v1/ticketing/booking.json"
 
 
-def test_replay_gives_the_same_booking_and_one_creation(
-    client: httpx.Client, sandbox: Sandbox
-) -> None:
+def test_replay_gives_the_same_booking_and_one_creation(client: httpx.Client, sandbox: Sandbox) -> None:
     attempt = make_attempt("eguma")
     first = eguma.issue(client, attempt)
     second = eguma.issue(client, next_attempt(attempt, True))
@@ -51,8 +49,9 @@ def test_replay_gives_the_same_booking_and_one_creation(
 
 
 def test_lost_answer_then_retry_replays(client: httpx.Client, sandbox: Sandbox) -> None:
-    sandbox.set_faults("eguma", fail_next=[{"kind": "drop_after_create"}, {"status": 502,
-                                                                           "after_create": True}])
+    sandbox.set_faults(
+        "eguma", fail_next=[{"kind": "drop_after_create"}, {"status": 502, "after_create": True}]
+    )
     attempt = make_attempt("eguma")
     lost = eguma.issue(client, attempt)
     assert lost.kind is OutcomeKind.RETRY and lost.may_have_created
@@ -134,7 +133,10 @@ def test_wrong_key_is_auth_error_and_never_echoes_the_key(client: httpx.Client) 
     ],
 )
 def test_faults(
-    client: httpx.Client, sandbox: Sandbox, fault: dict[str, object], kind: OutcomeKind,
+    client: httpx.Client,
+    sandbox: Sandbox,
+    fault: dict[str, object],
+    kind: OutcomeKind,
     may_have_created: bool,
 ) -> None:
     sandbox.set_faults("eguma", fail_next=[fault])

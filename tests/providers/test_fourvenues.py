@@ -29,8 +29,7 @@ def test_v2_tickets_with_derived_codes(sandbox: Sandbox) -> None:
     assert outcome.kind is OutcomeKind.ISSUED and not outcome.reconciled
     codes = [derive_qr_code(attempt.idempotency_key, i) for i in range(2)]
     assert [t.code for t in outcome.tickets] == codes
-    assert all(t.ticket_id and t.category == "General Access" and t.seat is None
-               for t in outcome.tickets)
+    assert all(t.ticket_id and t.category == "General Access" and t.seat is None for t in outcome.tickets)
     assert outcome.provider_reference is not None  # the purchase's payment_id
     [request] = seen
     assert request.url.path == "/fourvenues/integrations/tickets/"
@@ -64,20 +63,15 @@ def test_producer_qr_code_is_kept(client: httpx.Client) -> None:
     assert outcome.tickets[0].code == "PRODUCERCODE1"
 
 
-def test_in_doubt_lookup_finds_tickets_and_sends_nothing(
-    client: httpx.Client, sandbox: Sandbox
-) -> None:
+def test_in_doubt_lookup_finds_tickets_and_sends_nothing(client: httpx.Client, sandbox: Sandbox) -> None:
     # Worst case: the simulated provider would accept a duplicate code.
-    sandbox.set_faults("fourvenues", accept_duplicate_qr=True,
-                       fail_next=[{"kind": "drop_after_create"}])
+    sandbox.set_faults("fourvenues", accept_duplicate_qr=True, fail_next=[{"kind": "drop_after_create"}])
     attempt = make_attempt("fourvenues", tickets=2)
     lost = fourvenues.issue(client, attempt)
     assert lost.kind is OutcomeKind.RETRY and lost.may_have_created
     outcome = fourvenues.issue(client, next_attempt(attempt, True))
     assert outcome.kind is OutcomeKind.ISSUED and outcome.reconciled
-    assert [t.code for t in outcome.tickets] == [
-        derive_qr_code(attempt.idempotency_key, i) for i in range(2)
-    ]
+    assert [t.code for t in outcome.tickets] == [derive_qr_code(attempt.idempotency_key, i) for i in range(2)]
     truth = sandbox.ground_truth()["fourvenues"]
     assert set(truth["creations"].values()) == {1}
     assert truth["tickets"] == 2
@@ -147,8 +141,7 @@ def test_429_retry_after(client: httpx.Client, sandbox: Sandbox) -> None:
 
 
 def test_single_object_for_many_tickets_fills_sent_codes() -> None:
-    body = {"success": True, "data": {"_id": "t1", "code": "X", "rate_name": "VIP",
-                                       "payment_id": "pay1"}}
+    body = {"success": True, "data": {"_id": "t1", "code": "X", "rate_name": "VIP", "payment_id": "pay1"}}
     attempt = make_attempt("fourvenues", tickets=2)
     transport = httpx.MockTransport(lambda request: httpx.Response(200, json=body))
     with httpx.Client(transport=transport) as client:

@@ -15,9 +15,7 @@ from worker.sandbox import Sandbox
 channels = get_provider("fourvenues_channels")
 
 
-def wrapped(
-    sandbox: Sandbox, override: Callable[[httpx.Request], httpx.Response | None]
-) -> httpx.Client:
+def wrapped(sandbox: Sandbox, override: Callable[[httpx.Request], httpx.Response | None]) -> httpx.Client:
     """The sandbox, except where `override` answers."""
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -30,16 +28,15 @@ def test_tickets_are_normalised(client: httpx.Client, sandbox: Sandbox) -> None:
     attempt = make_attempt("fourvenues_channels", tickets=2)
     outcome = channels.issue(client, attempt)
     assert outcome.kind is OutcomeKind.ISSUED and not outcome.reconciled
-    assert [t.code for t in outcome.tickets] == [
-        derive_qr_code(attempt.idempotency_key, i) for i in range(2)
-    ]
+    assert [t.code for t in outcome.tickets] == [derive_qr_code(attempt.idempotency_key, i) for i in range(2)]
     assert all(t.ticket_id and t.category == "General" for t in outcome.tickets)
     assert sandbox.ground_truth()["fourvenues_channels"]["tickets"] == 2
 
 
 def test_in_doubt_lookup_confirms(client: httpx.Client, sandbox: Sandbox) -> None:
-    sandbox.set_faults("fourvenues_channels", accept_duplicate_qr=True,
-                       fail_next=[{"kind": "drop_after_create"}])
+    sandbox.set_faults(
+        "fourvenues_channels", accept_duplicate_qr=True, fail_next=[{"kind": "drop_after_create"}]
+    )
     attempt = make_attempt("fourvenues_channels")
     lost = channels.issue(client, attempt)
     assert lost.kind is OutcomeKind.RETRY and lost.may_have_created
@@ -63,8 +60,7 @@ def _lookup_404(request: httpx.Request) -> httpx.Response | None:
 
 def _filter_ignored(request: httpx.Request) -> httpx.Response | None:
     if request.method == "GET":
-        return httpx.Response(200, json={"data": [{"_id": "x", "qr_code": "OTHER"}],
-                                         "success": True})
+        return httpx.Response(200, json={"data": [{"_id": "x", "qr_code": "OTHER"}], "success": True})
     return None
 
 
@@ -73,8 +69,7 @@ def test_unusable_lookup_needs_review_and_sends_nothing(
     sandbox: Sandbox, override: Callable[[httpx.Request], httpx.Response | None]
 ) -> None:
     with wrapped(sandbox, override) as client:
-        outcome = channels.issue(client, make_attempt("fourvenues_channels", number=2,
-                                                      in_doubt=True))
+        outcome = channels.issue(client, make_attempt("fourvenues_channels", number=2, in_doubt=True))
     assert outcome.kind is OutcomeKind.NEEDS_REVIEW
     assert outcome.error is not None and outcome.error.type == "unconfirmed"
     assert "settle at the provider" in outcome.error.message
@@ -122,8 +117,12 @@ def test_validation_and_auth(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     ("fault", "may_have_created"),
-    [({"status": 500}, True), ({"status": 503}, False), ({"kind": "timeout"}, True),
-     ({"status": 429, "retry_after": 5}, False)],
+    [
+        ({"status": 500}, True),
+        ({"status": 503}, False),
+        ({"kind": "timeout"}, True),
+        ({"status": 429, "retry_after": 5}, False),
+    ],
 )
 def test_faults_are_retry(
     client: httpx.Client, sandbox: Sandbox, fault: dict[str, object], may_have_created: bool

@@ -72,9 +72,7 @@ def _resp(status: int, headers: dict[str, str] | None = None) -> httpx.Response:
         (410, OutcomeKind.FAILED, "provider_rejected", False),
     ],
 )
-def test_classification_table(
-    status: int, kind: OutcomeKind, type_: str, may_have_created: bool
-) -> None:
+def test_classification_table(status: int, kind: OutcomeKind, type_: str, may_have_created: bool) -> None:
     outcome = classify_response(_resp(status), label="P", detail="why")
     assert outcome.kind is kind
     assert outcome.error is not None

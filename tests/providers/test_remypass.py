@@ -79,7 +79,10 @@ def test_missing_key_fails_without_a_call(client: httpx.Client, sandbox: Sandbox
     ],
 )
 def test_retryable_faults(
-    client: httpx.Client, sandbox: Sandbox, fault: dict[str, object], may_have_created: bool,
+    client: httpx.Client,
+    sandbox: Sandbox,
+    fault: dict[str, object],
+    may_have_created: bool,
     type_: str,
 ) -> None:
     sandbox.set_faults("remypass", fail_next=[fault])

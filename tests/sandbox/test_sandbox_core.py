@@ -65,9 +65,12 @@ def test_random_faults_are_seeded(sandbox: Sandbox) -> None:
         sandbox.set_faults("eguma", error_500_rate=0.3, error_503_rate=0.2, seed=42)
         with httpx.Client(transport=httpx.MockTransport(sandbox.handle)) as client:
             return [
-                client.post(EGUMA, params={"apikey": "sandbox-key"},
-                            headers={"Idempotency-Key": f"k{n}"},
-                            json=sample_payload("eguma", n)).status_code
+                client.post(
+                    EGUMA,
+                    params={"apikey": "sandbox-key"},
+                    headers={"Idempotency-Key": f"k{n}"},
+                    json=sample_payload("eguma", n),
+                ).status_code
                 for n in range(40)
             ]
 
@@ -146,8 +149,11 @@ def test_eguma_replay_and_refusals(client: httpx.Client, sandbox: Sandbox) -> No
 
 def test_fourvenues_lookups_and_generated_codes(client: httpx.Client) -> None:
     headers = {"x-api-key": "sandbox-key"}
-    created = client.post("http://sb.test/fourvenues/integrations/tickets/", headers=headers,
-                          json=sample_payload("fourvenues", tickets=2))
+    created = client.post(
+        "http://sb.test/fourvenues/integrations/tickets/",
+        headers=headers,
+        json=sample_payload("fourvenues", tickets=2),
+    )
     assert created.status_code == 200
     data = created.json()["data"]
     assert isinstance(data, list) and len(data) == 2
@@ -155,25 +161,29 @@ def test_fourvenues_lookups_and_generated_codes(client: httpx.Client) -> None:
     assert len(code) == 9 and code.isupper()  # generated when absent
     found = client.get(f"http://sb.test/fourvenues/tickets/by-code/{code}", headers=headers)
     assert found.status_code == 200 and found.json()["data"]["_id"] == data[0]["_id"]
-    assert client.get("http://sb.test/fourvenues/tickets/by-code/NOPE",
-                      headers=headers).status_code == 404
+    assert client.get("http://sb.test/fourvenues/tickets/by-code/NOPE", headers=headers).status_code == 404
     dup = sample_payload("fourvenues")
     dup["tickets"][0]["qr_code"] = code
-    refused = client.post("http://sb.test/fourvenues/integrations/tickets/", headers=headers,
-                          json=dup)
+    refused = client.post("http://sb.test/fourvenues/integrations/tickets/", headers=headers, json=dup)
     assert refused.status_code == 400 and refused.json() == {
-        "success": False, "error": "qr_code already exists"}
+        "success": False,
+        "error": "qr_code already exists",
+    }
 
 
 def test_channels_filter_by_qr_code(client: httpx.Client) -> None:
     headers = {"X-Api-Key": "sandbox-key"}
     payload = sample_payload("fourvenues_channels")
     payload["tickets"][0]["qr_code"] = "MYCODE"
-    assert client.post("http://sb.test/fourvenues-channels/tickets", headers=headers,
-                       json=payload).status_code == 201
-    found = client.get("http://sb.test/fourvenues-channels/tickets",
-                       params={"qr_code": "MYCODE"}, headers=headers).json()
+    assert (
+        client.post("http://sb.test/fourvenues-channels/tickets", headers=headers, json=payload).status_code
+        == 201
+    )
+    found = client.get(
+        "http://sb.test/fourvenues-channels/tickets", params={"qr_code": "MYCODE"}, headers=headers
+    ).json()
     assert [t["qr_code"] for t in found["data"]] == ["MYCODE"]
-    none = client.get("http://sb.test/fourvenues-channels/tickets",
-                      params={"qr_code": "OTHER"}, headers=headers).json()
+    none = client.get(
+        "http://sb.test/fourvenues-channels/tickets", params={"qr_code": "OTHER"}, headers=headers
+    ).json()
     assert none == {"data": [], "success": True}

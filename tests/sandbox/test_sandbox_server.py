@@ -21,20 +21,35 @@ def server() -> Iterator[SandboxHTTPServer]:
     srv.stop()
 
 
-def _attempt(server: SandboxHTTPServer, provider: str, name: str = "default",
-             key: str = "key-1", in_doubt: bool = False) -> Attempt:
+def _attempt(
+    server: SandboxHTTPServer,
+    provider: str,
+    name: str = "default",
+    key: str = "key-1",
+    in_doubt: bool = False,
+) -> Attempt:
     acct = sandbox_accounts(server.url)[(provider, name)].model_copy(update={"timeout_s": 0.5})
-    return Attempt(idempotency_key=key, payload=sample_payload(provider), account=acct,
-                   number=2 if in_doubt else 1, in_doubt=in_doubt)
+    return Attempt(
+        idempotency_key=key,
+        payload=sample_payload(provider),
+        account=acct,
+        number=2 if in_doubt else 1,
+        in_doubt=in_doubt,
+    )
 
 
 def test_one_call_per_provider_and_ground_truth(server: SandboxHTTPServer) -> None:
     with httpx.Client(timeout=2) as client:
-        for provider, name in [("remypass", "default"), ("fourvenues", "default"),
-                               ("fourvenues", "v1"), ("fourvenues_channels", "default"),
-                               ("eguma", "default")]:
+        for provider, name in [
+            ("remypass", "default"),
+            ("fourvenues", "default"),
+            ("fourvenues", "v1"),
+            ("fourvenues_channels", "default"),
+            ("eguma", "default"),
+        ]:
             outcome = get_provider(provider).issue(
-                client, _attempt(server, provider, name, key=f"key-{name}"))
+                client, _attempt(server, provider, name, key=f"key-{name}")
+            )
             assert outcome.kind is OutcomeKind.ISSUED, (provider, name, outcome.error)
             assert outcome.tickets and outcome.tickets[0].code
         truth = client.get(f"{server.url}/_sandbox/ground-truth").json()
@@ -46,10 +61,13 @@ def test_one_call_per_provider_and_ground_truth(server: SandboxHTTPServer) -> No
 
 def test_faults_over_http_take_effect(server: SandboxHTTPServer) -> None:
     with httpx.Client(timeout=2) as client:
-        set_ = client.post(f"{server.url}/_sandbox/faults", json={
-            "provider": "eguma",
-            "fail_next": [{"kind": "drop_after_create"}, {"status": 429, "retry_after": 4}],
-        })
+        set_ = client.post(
+            f"{server.url}/_sandbox/faults",
+            json={
+                "provider": "eguma",
+                "fail_next": [{"kind": "drop_after_create"}, {"status": 429, "retry_after": 4}],
+            },
+        )
         assert set_.status_code == 200
         attempt = _attempt(server, "eguma")
         dropped = get_provider("eguma").issue(client, attempt)
@@ -62,16 +80,20 @@ def test_faults_over_http_take_effect(server: SandboxHTTPServer) -> None:
         truth = client.get(f"{server.url}/_sandbox/ground-truth").json()["eguma"]
         assert truth["creations"] == {"key-1": 1}
         assert truth["faults"] == {"drop_after_create": 1, "status_429": 1}
-        assert client.post(f"{server.url}/_sandbox/faults",
-                           json={"provider": "eguma", "bogus": 1}).status_code == 400
+        assert (
+            client.post(f"{server.url}/_sandbox/faults", json={"provider": "eguma", "bogus": 1}).status_code
+            == 400
+        )
         assert client.post(f"{server.url}/_sandbox/reset").status_code == 200
         assert client.get(f"{server.url}/_sandbox/ground-truth").json()["eguma"]["requests"] == 0
 
 
 def test_real_timeout_over_http(server: SandboxHTTPServer) -> None:
     with httpx.Client(timeout=2) as control:
-        control.post(f"{server.url}/_sandbox/faults", json={
-            "provider": "remypass", "fail_next": [{"kind": "timeout"}], "timeout_sleep_s": 1.0})
+        control.post(
+            f"{server.url}/_sandbox/faults",
+            json={"provider": "remypass", "fail_next": [{"kind": "timeout"}], "timeout_sleep_s": 1.0},
+        )
     attempt = _attempt(server, "remypass")
     with httpx.Client(timeout=0.3) as client:
         outcome = get_provider("remypass").issue(client, attempt)

@@ -91,10 +91,9 @@ _SPACES_RE = re.compile(r"\s{2,}")
 def scrub(text: object, *, secrets: Iterable[str] = (), limit: int = MESSAGE_LIMIT) -> str:
     """Make provider-supplied text safe for an error message, a log line or a result.
 
-    Removes the given secrets, URLs, `key=value` credentials, email addresses and long
-    digit runs, flattens control
-    characters and truncates to `limit` characters. Names cannot be recognised reliably,
-    so callers copy only the provider's error text, never request data."""
+    Removes the given secrets, URLs, `key=value` credentials, email addresses and long digit
+    runs, flattens control characters and truncates to `limit` characters. Names cannot be
+    recognised reliably, so callers copy only the provider's error text, never request data."""
     if text is None:
         return ""
     value = text if isinstance(text, str) else str(text)

@@ -354,10 +354,9 @@ class Sandbox:
                     raise ValueError('expected {"provider": NAME, ...fault settings}')
                 provider = data.pop("provider")
                 self.set_faults(provider, **data)
-                return SandboxReply.json(
-                    200,
-                    {"ok": True, "faults": self.faults()[provider if provider != "*" else self.providers[0]]},
-                )
+                current = self.faults()
+                shown = current if provider == "*" else {provider: current[provider]}
+                return SandboxReply.json(200, {"ok": True, "faults": shown})
         except ValueError as exc:
             return SandboxReply.json(400, {"error": str(exc)})
         return SandboxReply.json(404, {"error": "unknown sandbox control route"})
