@@ -19,9 +19,11 @@ def envelope_json_schema() -> dict[str, Any]:
         sub = model.model_json_schema(ref_template="#/$defs/{model}")
         defs.update(sub.pop("$defs", {}))
         defs[model.__name__] = sub
-        branches.append({
-            "if": {"properties": {"provider": {"const": provider}}, "required": ["provider"]},
-            "then": {"properties": {"payload": {"$ref": f"#/$defs/{model.__name__}"}}},
-        })
+        branches.append(
+            {
+                "if": {"properties": {"provider": {"const": provider}}, "required": ["provider"]},
+                "then": {"properties": {"payload": {"$ref": f"#/$defs/{model.__name__}"}}},
+            }
+        )
     schema["allOf"] = branches
     return schema

@@ -41,9 +41,7 @@ class TicketIssuance(SQLModel, table=True):
     payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     payload_sha256: str = Field(max_length=64, nullable=False)
     reply_to: str = Field(max_length=256, nullable=False)
-    message_metadata: dict[str, str] = Field(
-        default_factory=dict, sa_column=Column(JSON, nullable=False)
-    )
+    message_metadata: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     error_retryable: bool | None = None
     # An earlier attempt may have reached the provider and created tickets.
     in_doubt: bool = Field(default=False, nullable=False)

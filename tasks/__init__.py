@@ -3,7 +3,7 @@ app's `include`, never by the worker package itself."""
 
 from pathlib import Path
 
-import worker  # noqa: F401  (runs the import-name guard)
+import worker
 
 _ROOT = Path(__file__).resolve().parent.parent
 if Path(worker.__file__).resolve().parent.parent != _ROOT:  # pragma: no cover

@@ -123,5 +123,6 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def settings(redis_url: str, sqlite_url: str) -> Settings:
-    return Settings(redis_url=redis_url, database_url=sqlite_url, consumer_name="test-consumer",
-                    intake_block_ms=50)
+    return Settings(
+        redis_url=redis_url, database_url=sqlite_url, consumer_name="test-consumer", intake_block_ms=50
+    )

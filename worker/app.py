@@ -49,7 +49,11 @@ def make_app(settings: Settings | None = None) -> Celery:
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
         beat_schedule={
-            "sweep": {"task": SWEEP_TASK, "schedule": s.sweep_interval_s, "options": {"expires": s.sweep_interval_s}},
+            "sweep": {
+                "task": SWEEP_TASK,
+                "schedule": s.sweep_interval_s,
+                "options": {"expires": s.sweep_interval_s},
+            },
         },
         timezone="UTC",
         enable_utc=True,

@@ -17,9 +17,9 @@ def next_delay(
     Full jitter (uniform over [0, min(cap, base * 2**(attempt-1))]) spreads a crowd of retries
     after an outage; a provider's Retry-After is never undercut, but capped at `cap_s` so an
     absurd value cannot park a booking for days."""
-    rng = rng or random
+    uniform = rng.uniform if rng is not None else random.uniform
     ceiling = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
-    delay = rng.uniform(0, ceiling)
+    delay = uniform(0, ceiling)
     if retry_after_s is not None:
         delay = max(delay, min(retry_after_s, cap_s))
     return delay

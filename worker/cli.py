@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +69,21 @@ def _celery(argv: list[str], extra_env: dict[str, str] | None = None) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     s = get_settings()
-    argv = ["worker", "-P", s.worker_pool, "-c", str(s.worker_concurrency), "-Q", s.queue,
-            "-E", "--without-mingle", "--without-gossip", "--loglevel", "INFO", *args.celery_args]
+    argv = [
+        "worker",
+        "-P",
+        s.worker_pool,
+        "-c",
+        str(s.worker_concurrency),
+        "-Q",
+        s.queue,
+        "-E",
+        "--without-mingle",
+        "--without-gossip",
+        "--loglevel",
+        "INFO",
+        *args.celery_args,
+    ]
     # Plain SIGTERM makes Celery wait for running tasks without limit; as SIGQUIT it honours
     # worker_soft_shutdown_timeout, then returns unfinished messages to the queue.
     return _celery(argv, {"REMAP_SIGTERM": "SIGQUIT"})
@@ -80,7 +92,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_beat(args: argparse.Namespace) -> int:
     state = Path(os.environ.get("TICKETRELAY_STATE_DIR", ".ticketrelay"))
     state.mkdir(parents=True, exist_ok=True)
-    return _celery(["beat", "--loglevel", "INFO", "-s", str(state / "celerybeat-schedule"), *args.celery_args])
+    return _celery(
+        ["beat", "--loglevel", "INFO", "-s", str(state / "celerybeat-schedule"), *args.celery_args]
+    )
 
 
 def cmd_flower(args: argparse.Namespace) -> int:
@@ -97,7 +111,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from worker.producer import publish_lines
 
     path = Path(args.file)
-    with (sys.stdin if args.file == "-" else path.open()) as fh:
+    with sys.stdin if args.file == "-" else path.open() as fh:
         n = publish_lines(_redis(), fh, get_settings().intake_stream)
     print(f"published {n} envelope(s) to {get_settings().intake_stream}")
     return 0
@@ -153,9 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
     sub.add_parser("intake", help="consume the bookings stream").set_defaults(fn=cmd_intake)
-    for name, fn, text in (("worker", cmd_worker, "run the Celery worker"),
-                           ("beat", cmd_beat, "run Celery beat (the sweeper schedule)"),
-                           ("flower", cmd_flower, "run Flower")):
+    for name, fn, text in (
+        ("worker", cmd_worker, "run the Celery worker"),
+        ("beat", cmd_beat, "run Celery beat (the sweeper schedule)"),
+        ("flower", cmd_flower, "run Flower"),
+    ):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("celery_args", nargs=argparse.REMAINDER, help="passed on to celery")
         sp.set_defaults(fn=fn)
@@ -176,8 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("dev", help="everything on one machine, embedded defaults")
     sp.add_argument("--demo", action="store_true", help="publish sample bookings of every provider")
     sp.set_defaults(fn=cmd_dev)
-    sub.add_parser("demo", help="run everything, issue sample bookings of every provider, stop"
-                   ).set_defaults(fn=cmd_demo)
+    sub.add_parser("demo", help="run everything, issue sample bookings of every provider, stop").set_defaults(
+        fn=cmd_demo
+    )
     return p
 
 

@@ -32,10 +32,20 @@ def demo_envelopes(run_id: str | None = None) -> list[dict[str, Any]]:
                 "sale_type": "online",
                 "channel_id": "chnl_abc123",
                 "tickets": [
-                    {"price_id": "price_001", "total_price": 50, "fee": 5,
-                     "full_name": "Demo Customer", "email": "demo.customer@example.com"},
-                    {"price_id": "price_001", "total_price": 50, "fee": 5,
-                     "full_name": "Demo Friend", "email": "demo.friend@example.com"},
+                    {
+                        "price_id": "price_001",
+                        "total_price": 50,
+                        "fee": 5,
+                        "full_name": "Demo Customer",
+                        "email": "demo.customer@example.com",
+                    },
+                    {
+                        "price_id": "price_001",
+                        "total_price": 50,
+                        "fee": 5,
+                        "full_name": "Demo Friend",
+                        "email": "demo.friend@example.com",
+                    },
                 ],
             },
             "metadata": {"source": "demo"},
@@ -47,8 +57,13 @@ def demo_envelopes(run_id: str | None = None) -> list[dict[str, Any]]:
                 "quantity": 1,
                 "ticket_rate_id": "5f8d0f8b9d2b3b0017b6d8a0",
                 "tickets": [
-                    {"price_id": "1234567890", "total_price": 10, "fee": 1,
-                     "full_name": "Demo Customer", "email": "demo.customer@example.com"}
+                    {
+                        "price_id": "1234567890",
+                        "total_price": 10,
+                        "fee": 1,
+                        "full_name": "Demo Customer",
+                        "email": "demo.customer@example.com",
+                    }
                 ],
             },
             "metadata": {"source": "demo"},
@@ -60,8 +75,11 @@ def demo_envelopes(run_id: str | None = None) -> list[dict[str, Any]]:
                 "product_id": "64ad1bb1973b861c040c99bd",
                 "starts_at": "2026-12-19T10:00:00",
                 "items": [{"category_id": "64ad1bb1973b861c040c99c1", "quantity": 2}],
-                "customer": {"first_name": "Demo", "last_name": "Customer",
-                             "email": "demo.customer@example.com"},
+                "customer": {
+                    "first_name": "Demo",
+                    "last_name": "Customer",
+                    "email": "demo.customer@example.com",
+                },
             },
             "metadata": {"source": "demo"},
         },

@@ -43,8 +43,10 @@ def _print_results(results: list[dict[str, Any]]) -> None:
     for r in sorted(results, key=lambda r: r["provider"]):
         codes = ", ".join(str(t.get("code")) for t in r["tickets"]) or "-"
         err = f"  error: {r['error']['type']}: {r['error']['message']}" if r.get("error") else ""
-        print(f"{r['provider']:<20} {r['status']:<12} {r['attempts']:>3}  "
-              f"{str(r['provider_reference'] or '-'):<38} {codes}{err}")
+        print(
+            f"{r['provider']:<20} {r['status']:<12} {r['attempts']:>3}  "
+            f"{r['provider_reference'] or '-'!s:<38} {codes}{err}"
+        )
 
 
 def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0) -> int:
@@ -68,11 +70,21 @@ def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0) -> int:
             print(f"redis     {s.redis_url} (embedded valkey-server, nothing kept on disk)")
         if s.accounts_file is None:
             if not _port_open(s.sandbox_url):
-                sup.start("sandbox", ["sandbox", "--host", urlparse(s.sandbox_url).hostname or "127.0.0.1",
-                                      "--port", str(urlparse(s.sandbox_url).port or 8765)])
+                sup.start(
+                    "sandbox",
+                    [
+                        "sandbox",
+                        "--host",
+                        urlparse(s.sandbox_url).hostname or "127.0.0.1",
+                        "--port",
+                        str(urlparse(s.sandbox_url).port or 8765),
+                    ],
+                )
                 _wait(lambda: _port_open(s.sandbox_url), 20, "the sandbox")
-            print(f"providers {s.sandbox_url} (no TICKETRELAY_ACCOUNTS_FILE set: the built-in "
-                  "provider SANDBOX answers; no real provider is called)")
+            print(
+                f"providers {s.sandbox_url} (no TICKETRELAY_ACCOUNTS_FILE set: the built-in "
+                "provider SANDBOX answers; no real provider is called)"
+            )
         else:
             print(f"providers real accounts from {s.accounts_file}")
         upgrade(s.database_url)
@@ -80,8 +92,10 @@ def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0) -> int:
         for name in ("intake", "worker", "beat"):
             sup.start(name, [name])
         print(f"processes intake, worker, beat (logs in {sup.log_dir}/)")
-        print(f"publish   XADD {s.intake_stream} * message '<JSON envelope>'   "
-              f"(or: ./ticketrelay publish FILE.jsonl)")
+        print(
+            f"publish   XADD {s.intake_stream} * message '<JSON envelope>'   "
+            f"(or: ./ticketrelay publish FILE.jsonl)"
+        )
         print(f"results   XREAD STREAMS {s.results_stream} 0")
         client = redis.Redis.from_url(s.redis_url)
         wanted: set[str] = set()
@@ -99,7 +113,8 @@ def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0) -> int:
             if dead:
                 print(f"process(es) exited: {', '.join(dead)}; see {sup.log_dir}/")
                 return 1
-            for _id, fields in client.xrange(s.results_stream, min=start_id):
+            entries: Any = client.xrange(s.results_stream, min=start_id)
+            for _id, fields in entries:
                 r = json.loads(fields[b"result"])
                 if r["message_id"] in wanted:
                     seen[r["message_id"]] = r
@@ -130,7 +145,11 @@ def _live_view(s: Any) -> None:
     from worker.status import collect
 
     data = collect(s)
-    counts = " ".join(f"{k}={v}" for k, v in sorted(data["bookings"]["by_status"].items())) or "no bookings yet"
+    counts = (
+        " ".join(f"{k}={v}" for k, v in sorted(data["bookings"]["by_status"].items())) or "no bookings yet"
+    )
     r = data["redis"]
-    print(f"[{time.strftime('%H:%M:%S')}] {counts} | intake={r.get('intake_stream')} "
-          f"queue={r.get('celery_queue')} results={r.get('results_stream')} dead={r.get('dead_letters')}")
+    print(
+        f"[{time.strftime('%H:%M:%S')}] {counts} | intake={r.get('intake_stream')} "
+        f"queue={r.get('celery_queue')} results={r.get('results_stream')} dead={r.get('dead_letters')}"
+    )

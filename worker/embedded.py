@@ -24,18 +24,39 @@ def server_binary() -> str:
     return str(get_binary_path())
 
 
-def start_server(host: str = "127.0.0.1", port: int = 6379, data_dir: str | None = None,
-                 appendonly: bool = False, timeout: float = 10.0) -> subprocess.Popen[bytes]:
+def start_server(
+    host: str = "127.0.0.1",
+    port: int = 6379,
+    data_dir: str | None = None,
+    appendonly: bool = False,
+    timeout: float = 10.0,
+) -> subprocess.Popen[bytes]:
     data_dir = data_dir or tempfile.mkdtemp(prefix="ticketrelay-valkey-")
-    args = [server_binary(), "--port", str(port), "--bind", host, "--save", "",
-            "--appendonly", "yes" if appendonly else "no", "--dir", data_dir,
-            "--protected-mode", "yes", "--maxmemory-policy", "noeviction"]
+    args = [
+        server_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        host,
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--dir",
+        data_dir,
+        "--protected-mode",
+        "yes",
+        "--maxmemory-policy",
+        "noeviction",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://{host}:{port}/0"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"embedded valkey-server exited with code {proc.returncode} (port {port} taken?)")
+            raise RuntimeError(
+                f"embedded valkey-server exited with code {proc.returncode} (port {port} taken?)"
+            )
         if redis_answers(url, 0.2):
             return proc
         time.sleep(0.05)

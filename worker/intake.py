@@ -116,16 +116,28 @@ class Intake:
                     # An accepted message already owns this message_id: answering `rejected`
                     # now would contradict its result.
                     return self._conflict(entry_id, fields, existing.message_id, bad.reason)
-        dead_letter(self.client, self.settings.dead_stream, fields, f"{bad.error_type}: {bad.reason}",
-                    entry_id, self.stream)
+        dead_letter(
+            self.client,
+            self.settings.dead_stream,
+            fields,
+            f"{bad.error_type}: {bad.reason}",
+            entry_id,
+            self.stream,
+        )
         if key is not None:
             row = ledger.get(self.engine, key)
             assert row is not None
             self._publish(row)
         log.warning(
             "rejected",
-            extra={"event": "rejected", "error_type": bad.error_type, "reason": bad.reason,
-                   "message_id": bad.message_id, "provider": bad.provider, "entry_id": entry_id},
+            extra={
+                "event": "rejected",
+                "error_type": bad.error_type,
+                "reason": bad.reason,
+                "message_id": bad.message_id,
+                "provider": bad.provider,
+                "entry_id": entry_id,
+            },
         )
         return "rejected"
 
@@ -165,23 +177,31 @@ class Intake:
             # Entries of a consumer that died (or of ours, after a failure) that sat unacked
             # longer than the idle limit.
             _next, claimed, _deleted = self.client.xautoclaim(
-                self.stream, self.group, self.consumer,
-                min_idle_time=self.settings.intake_reclaim_idle_ms, start_id="0-0",
+                self.stream,
+                self.group,
+                self.consumer,
+                min_idle_time=self.settings.intake_reclaim_idle_ms,
+                start_id="0-0",
                 count=self.settings.intake_batch,
             )
             if claimed:
                 return [(i, f) for i, f in claimed if f is not None]
         if self._own_pending:
-            resp = self.client.xreadgroup(self.group, self.consumer, {self.stream: "0"},
-                                          count=self.settings.intake_batch)
-            entries = [(i, f) for _stream, items in (resp or []) for i, f in items if f]
+            resp = self.client.xreadgroup(
+                self.group, self.consumer, {self.stream: "0"}, count=self.settings.intake_batch
+            )
+            entries = _entries(resp)
             if entries:
                 return entries
             self._own_pending = False
-        resp = self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"},
-                                      count=self.settings.intake_batch,
-                                      block=self.settings.intake_block_ms)
-        return [(i, f) for _stream, items in (resp or []) for i, f in items if f]
+        resp = self.client.xreadgroup(
+            self.group,
+            self.consumer,
+            {self.stream: ">"},
+            count=self.settings.intake_batch,
+            block=self.settings.intake_block_ms,
+        )
+        return _entries(resp)
 
     def run_once(self) -> int:
         """Read one batch and process it. Returns how many entries were acknowledged."""
@@ -197,8 +217,14 @@ class Intake:
                 raise
             except Exception as exc:  # a bug must not turn one entry into a crash loop
                 log.exception("internal error on entry", extra={"event": "internal_error", "entry_id": eid})
-                dead_letter(self.client, self.settings.dead_stream, fields,
-                            f"internal_error: {type(exc).__name__}", eid, self.stream)
+                dead_letter(
+                    self.client,
+                    self.settings.dead_stream,
+                    fields,
+                    f"internal_error: {type(exc).__name__}",
+                    eid,
+                    self.stream,
+                )
             self.client.xack(self.stream, self.group, eid)
             done += 1
         self.processed += done
@@ -223,8 +249,16 @@ class Intake:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10)
             except TRANSIENT as exc:
-                log.warning("waiting for redis/database: %s", type(exc).__name__,
-                            extra={"event": "unavailable", "error": type(exc).__name__})
+                log.warning(
+                    "waiting for redis/database: %s",
+                    type(exc).__name__,
+                    extra={"event": "unavailable", "error": type(exc).__name__},
+                )
                 group_ready = False
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10)
+
+
+def _entries(resp: Any) -> list[tuple[str, dict[Any, Any]]]:
+    """Flatten an XREADGROUP reply; entries deleted from the stream come back without fields."""
+    return [(i, f) for _stream, items in (resp or []) for i, f in items if f]

@@ -73,8 +73,13 @@ class Next:
 
 
 def _ctx(row: TicketIssuance, **more: object) -> dict[str, object]:
-    return {"idempotency_key": row.idempotency_key, "provider": row.provider,
-            "account": row.account, "attempt": row.attempts, **more}
+    return {
+        "idempotency_key": row.idempotency_key,
+        "provider": row.provider,
+        "account": row.account,
+        "attempt": row.attempts,
+        **more,
+    }
 
 
 def publish_final(deps: Deps, row: TicketIssuance) -> None:
@@ -82,8 +87,7 @@ def publish_final(deps: Deps, row: TicketIssuance) -> None:
     ledger.mark_callback_sent(deps.engine, row.idempotency_key)
 
 
-def _give_up(deps: Deps, row: TicketIssuance, token: str | None, max_attempts: int,
-             in_doubt: bool) -> None:
+def _give_up(deps: Deps, row: TicketIssuance, token: str | None, max_attempts: int, in_doubt: bool) -> None:
     status = Status.NEEDS_REVIEW if in_doubt and row.provider not in CONFIRMS_LATER else Status.FAILED
     last = f" (last error: {row.error_type}: {row.error_message})" if row.error_type else ""
     error = ResultError(
@@ -115,13 +119,18 @@ def process(deps: Deps, key: str) -> Next:
         reason = (account.missing_credentials() if account else None) or (
             f"no account {row.account!r} is configured for provider {row.provider}"
         )
-        ledger.record_final_error(deps.engine, key, None, Status.FAILED,
-                                  ResultError(type="configuration_error", message=reason), row.in_doubt)
+        ledger.record_final_error(
+            deps.engine,
+            key,
+            None,
+            Status.FAILED,
+            ResultError(type="configuration_error", message=reason),
+            row.in_doubt,
+        )
         return _finish(deps, key)
 
     if row.attempts >= account.max_attempts:
-        _give_up(deps, row, None, account.max_attempts,
-                 row.in_doubt or row.status == Status.IN_PROGRESS)
+        _give_up(deps, row, None, account.max_attempts, row.in_doubt or row.status == Status.IN_PROGRESS)
         return _finish(deps, key)
 
     token = uuid.uuid4().hex
@@ -142,11 +151,17 @@ def process(deps: Deps, key: str) -> Next:
     return _record(deps, row, token, attempt, outcome, elapsed)
 
 
-def _record(deps: Deps, row: TicketIssuance, token: str, attempt: Attempt, outcome: Outcome,
-            elapsed: float) -> Next:
+def _record(
+    deps: Deps, row: TicketIssuance, token: str, attempt: Attempt, outcome: Outcome, elapsed: float
+) -> Next:
     key = row.idempotency_key
-    ctx = _ctx(row, attempt=attempt.number, outcome=outcome.kind.value,
-               duration_ms=round(elapsed * 1000, 1), reconciled=outcome.reconciled)
+    ctx = _ctx(
+        row,
+        attempt=attempt.number,
+        outcome=outcome.kind.value,
+        duration_ms=round(elapsed * 1000, 1),
+        reconciled=outcome.reconciled,
+    )
     if outcome.error is not None:
         ctx.update(error_type=outcome.error.type, http_status=outcome.error.http_status)
     log.info("provider call", extra={"event": "provider_call", **ctx})
@@ -168,8 +183,9 @@ def _record(deps: Deps, row: TicketIssuance, token: str, attempt: Attempt, outco
             row_now.http_status = error.http_status
             _give_up(deps, row_now, token, account.max_attempts, in_doubt)
             return _finish(deps, key)
-        delay = next_delay(attempt.number, account.backoff_base_s, account.backoff_cap_s,
-                           outcome.retry_after_s)
+        delay = next_delay(
+            attempt.number, account.backoff_base_s, account.backoff_cap_s, outcome.retry_after_s
+        )
         ok = ledger.record_retry(deps.engine, key, token, error, in_doubt, delay)
         if not ok:
             return Next()

@@ -11,7 +11,7 @@ that can be repeated safely, so a crash anywhere is repaired by doing the step a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select, update
@@ -26,13 +26,13 @@ C = T.c
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _aware(value: datetime | None) -> datetime | None:
     # SQLite gives back what it was given; make comparisons safe either way.
     if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
+        return value.replace(tzinfo=UTC)
     return value
 
 
@@ -117,9 +117,7 @@ def claimable(row: TicketIssuance, now: datetime, early_s: float = 1.0) -> str |
     if row.status == Status.IN_PROGRESS and lease_until is not None and lease_until > now:
         return "leased"
     next_at = _aware(row.next_attempt_at)
-    if row.status == Status.RETRYING and next_at is not None and next_at > now + timedelta(
-        seconds=early_s
-    ):
+    if row.status == Status.RETRYING and next_at is not None and next_at > now + timedelta(seconds=early_s):
         return "not_due"
     return None
 
@@ -252,9 +250,7 @@ def stale_keys(engine: Engine, stale_after_s: float, limit: int) -> list[str]:
     )
     with engine.begin() as conn:
         keys = list(
-            conn.execute(
-                select(C.idempotency_key).where(cond).order_by(C.updated_at).limit(limit)
-            ).scalars()
+            conn.execute(select(C.idempotency_key).where(cond).order_by(C.updated_at).limit(limit)).scalars()
         )
         if keys:
             # Touch queued rows so they are re-driven once per stale period, not every sweep.

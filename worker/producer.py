@@ -21,8 +21,9 @@ def encode_envelope(envelope: Envelope | dict[str, Any] | str) -> str:
     return envelope
 
 
-def publish(client: redis.Redis, envelope: Envelope | dict[str, Any] | str,
-            stream: str = "ticketrelay:bookings") -> str:
+def publish(
+    client: redis.Redis, envelope: Envelope | dict[str, Any] | str, stream: str = "ticketrelay:bookings"
+) -> str:
     """Append one envelope; returns the stream entry id. Validation happens at intake."""
     entry_id = client.xadd(stream, {"message": encode_envelope(envelope)})
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

@@ -16,8 +16,9 @@ def deps() -> Deps:
     settings = get_settings()
     return Deps(
         engine=get_engine(),
-        redis=redis.Redis.from_url(settings.redis_url, socket_timeout=15, socket_connect_timeout=5,
-                                   health_check_interval=10),
+        redis=redis.Redis.from_url(
+            settings.redis_url, socket_timeout=15, socket_connect_timeout=5, health_check_interval=10
+        ),
         settings=settings,
         accounts=get_accounts(settings),
         clients=ClientCache(),

@@ -122,8 +122,12 @@ def _resolve_secret(value: object, where: str) -> SecretStr | None:
 
 def _defaults(settings: Settings | None) -> dict[str, Any]:
     s = settings or Settings()
-    return {"timeout_s": s.default_timeout_s, "max_attempts": s.default_max_attempts,
-            "backoff_base_s": s.backoff_base_s, "backoff_cap_s": s.backoff_cap_s}
+    return {
+        "timeout_s": s.default_timeout_s,
+        "max_attempts": s.default_max_attempts,
+        "backoff_base_s": s.backoff_base_s,
+        "backoff_cap_s": s.backoff_cap_s,
+    }
 
 
 def load_accounts(path: Path, settings: Settings | None = None) -> dict[tuple[str, str], AccountConfig]:
@@ -152,19 +156,19 @@ def load_accounts(path: Path, settings: Settings | None = None) -> dict[tuple[st
     return accounts
 
 
-def sandbox_accounts(sandbox_url: str, settings: Settings | None = None) -> dict[tuple[str, str], AccountConfig]:
+def sandbox_accounts(
+    sandbox_url: str, settings: Settings | None = None
+) -> dict[tuple[str, str], AccountConfig]:
     """The accounts used when no accounts file is configured: the built-in simulators."""
     base = sandbox_url.rstrip("/")
     key = SecretStr(SANDBOX_API_KEY)
     d = _defaults(settings)
     return {
         ("remypass", "default"): AccountConfig(
-            **d,
-            provider="remypass", name="default", base_url=f"{base}/remypass/api/v1/public", api_key=key
+            **d, provider="remypass", name="default", base_url=f"{base}/remypass/api/v1/public", api_key=key
         ),
         ("fourvenues", "default"): AccountConfig(
-            **d,
-            provider="fourvenues", name="default", base_url=f"{base}/fourvenues", api_key=key
+            **d, provider="fourvenues", name="default", base_url=f"{base}/fourvenues", api_key=key
         ),
         ("fourvenues", "v1"): AccountConfig(
             **d,
@@ -183,8 +187,7 @@ def sandbox_accounts(sandbox_url: str, settings: Settings | None = None) -> dict
             api_key=key,
         ),
         ("eguma", "default"): AccountConfig(
-            **d,
-            provider="eguma", name="default", base_url=f"{base}/eguma/v1", api_key=key
+            **d, provider="eguma", name="default", base_url=f"{base}/eguma/v1", api_key=key
         ),
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import redis
@@ -18,10 +19,8 @@ def collect(settings: Settings) -> dict[str, Any]:
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
     try:
         pending = 0
-        try:
+        with contextlib.suppress(redis.ResponseError):  # no group yet
             pending = int(client.xpending(settings.intake_stream, settings.intake_group)["pending"])
-        except redis.ResponseError:
-            pass  # no group yet
         out["redis"] = {
             "intake_stream": client.xlen(settings.intake_stream),
             "intake_pending": pending,

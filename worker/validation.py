@@ -130,12 +130,12 @@ def validate_entry(
 
     reply_to = env.reply_to or settings.results_stream
     if not reply_to.startswith(settings.reply_to_prefix):
-        return reject(
-            "invalid_envelope", f"reply_to must start with the prefix {settings.reply_to_prefix!r}"
-        )
+        return reject("invalid_envelope", f"reply_to must start with the prefix {settings.reply_to_prefix!r}")
     account = accounts.get((env.provider, env.account))
     if account is None:
-        return reject("unknown_account", f"no account {env.account!r} is configured for provider {env.provider}")
+        return reject(
+            "unknown_account", f"no account {env.account!r} is configured for provider {env.provider}"
+        )
     missing = account.missing_credentials()
     if missing is not None:
         return reject("missing_credentials", missing)

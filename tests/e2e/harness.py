@@ -52,11 +52,17 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 class System:
-    def __init__(self, tmp: Path, redis_url: str, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        redis_url: str,
+        extra_env: dict[str, str] | None = None,
+        database_url: str | None = None,
+    ) -> None:
         self.tmp = tmp
         self.redis_url = redis_url
         self.redis = redis.Redis.from_url(redis_url)
-        self.database_url = f"sqlite:///{tmp / 'ticketrelay.db'}"
+        self.database_url = database_url or f"sqlite:///{tmp / 'ticketrelay.db'}"
         upgrade(self.database_url)
         self.engine: Engine = make_engine(self.database_url)
         self.sandbox = Sandbox(seed=7)
@@ -99,8 +105,9 @@ class System:
         return [r for r in self.results() if r["message_id"] == message_id]
 
     def wait_result(self, message_id: str, timeout: float = 60) -> dict[str, Any]:
-        found: list[dict[str, Any]] = wait_for(lambda: self.results_for(message_id), timeout,
-                                               f"a result for {message_id}")
+        found: list[dict[str, Any]] = wait_for(
+            lambda: self.results_for(message_id), timeout, f"a result for {message_id}"
+        )
         return found[0]
 
     def row(self, key: str) -> TicketIssuance:
@@ -128,5 +135,6 @@ def creations(system: System, provider: str) -> dict[str, int]:
 
 
 def run(cmd: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    return subprocess.run(
+        cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout, check=False
+    )

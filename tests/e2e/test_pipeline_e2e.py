@@ -3,17 +3,18 @@ processes) -> sandbox over HTTP -> row in SQL and result on the results stream."
 
 from __future__ import annotations
 
+import base64
+import json
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from schemas.keys import idempotency_key
 from tests.e2e.harness import System, wait_for
-from tests.helpers import envelope
+from tests.helpers import CUSTOMER_EMAIL, CUSTOMER_NAME, envelope
 
 pytestmark = pytest.mark.slow
 PROVIDERS = ["remypass", "fourvenues", "fourvenues_channels", "eguma"]
@@ -137,8 +138,11 @@ def test_worker_killed_mid_call_still_issues_exactly_once(system: System, provid
     env = envelope(provider, mid)
     key = idempotency_key(provider, "default", mid)
     system.publish(env)
-    wait_for(lambda: system.rows_for(mid) and system.rows_for(mid)[0].status == "in_progress", 30,
-             "the call to start")
+    wait_for(
+        lambda: system.rows_for(mid) and system.rows_for(mid)[0].status == "in_progress",
+        30,
+        "the call to start",
+    )
     system.kill("worker", signal.SIGKILL)
     # Let the in-flight request complete at the provider with nobody listening.
     time.sleep(3)
@@ -150,3 +154,39 @@ def test_worker_killed_mid_call_still_issues_exactly_once(system: System, provid
     counts = creation_counts(system, env, result)
     assert counts and set(counts) == {1}, counts
     assert system.row(key).status == "issued"
+
+
+def test_redis_restarting_empty_loses_no_accepted_booking(system: System) -> None:
+    """Bookings accepted (rows in SQL, tasks in Redis), then Redis loses everything: the sweeper
+    re-drives every row from SQL and each is issued once."""
+    system.kill("worker", signal.SIGTERM)
+    envs = [envelope(p, f"e2e-{p}-wiped-{i}") for p in PROVIDERS for i in range(2)]
+    for env in envs:
+        system.publish(env)
+    wait_for(lambda: all(system.rows_for(e["message_id"]) for e in envs), 30, "intake to accept all")
+    assert system.redis.llen("ticketrelay") == len(envs)  # the tasks wait in Redis ...
+    for raw in system.redis.lrange("ticketrelay", 0, -1):  # ... carrying the key and nothing else
+        message = json.loads(raw)
+        body = json.loads(base64.b64decode(message["body"]))
+        assert len(body[0]) == 1 and len(body[0][0]) == 36, body
+        assert CUSTOMER_EMAIL not in raw.decode() and CUSTOMER_NAME not in raw.decode()
+    system.redis.flushdb()  # ... and are gone, with the stream, the group and the results
+    system.restart("worker")
+    for env in envs:
+        result = system.wait_result(env["message_id"], timeout=60)
+        assert result["status"] == "issued", result
+        assert set(creation_counts(system, env, result)) == {1}
+        assert len(system.rows_for(env["message_id"])) == 1
+    # Intake is still consuming after the group vanished with the data.
+    system.publish(envelope("eguma", "e2e-after-wipe"))
+    assert system.wait_result("e2e-after-wipe")["status"] == "issued"
+
+
+def test_no_personal_data_or_secret_in_any_process_output(system: System) -> None:
+    """Runs last in this module: everything the processes printed during all the tests above."""
+    from worker.settings import SANDBOX_API_KEY
+
+    logs = system.logs()
+    assert "ticketrelay.issue" in logs and "provider_call" in logs  # the logs are really there
+    for needle in (CUSTOMER_EMAIL, CUSTOMER_NAME, SANDBOX_API_KEY, "apikey="):
+        assert needle not in logs, needle

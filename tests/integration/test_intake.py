@@ -21,7 +21,9 @@ from worker.settings import Settings, sandbox_accounts
 def make_intake(client: redis.Redis, settings: Settings, consumer: str = "c1") -> tuple[Intake, list[str]]:
     enqueued: list[str] = []
     s = settings.model_copy(update={"consumer_name": consumer})
-    intake = Intake(client, make_engine(s.database_url), s, sandbox_accounts("http://sandbox"), enqueued.append)
+    intake = Intake(
+        client, make_engine(s.database_url), s, sandbox_accounts("http://sandbox"), enqueued.append
+    )
     intake.ensure_group()
     return intake, enqueued
 
@@ -48,7 +50,9 @@ def drain(intake: Intake) -> None:
         pass
 
 
-def test_valid_message_becomes_a_row_and_a_key_only_task(redis_client: redis.Redis, settings: Settings) -> None:
+def test_valid_message_becomes_a_row_and_a_key_only_task(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
     intake, enqueued = make_intake(redis_client, settings)
     xadd(redis_client, envelope("eguma", "m-1"))
     drain(intake)
@@ -72,8 +76,14 @@ def test_duplicate_message_makes_no_second_row_and_republishes_a_final_result(
     # Queued duplicates are enqueued again (a crash may have eaten the first task); the claim
     # lets only one of them reach the provider.
     assert set(enqueued) == {key}
-    ledger.record_final_error(intake.engine, key, None, ledger.Status.FAILED,
-                              ledger.ResultError(type="validation_error", message="x"), False)
+    ledger.record_final_error(
+        intake.engine,
+        key,
+        None,
+        ledger.Status.FAILED,
+        ledger.ResultError(type="validation_error", message="x"),
+        False,
+    )
     xadd(redis_client, env)
     drain(intake)
     assert rows(intake) == 1
@@ -139,7 +149,7 @@ def test_reply_to_routes_the_result(redis_client: redis.Redis, settings: Setting
 
 def test_entries_of_a_crashed_consumer_are_reclaimed(redis_client: redis.Redis, settings: Settings) -> None:
     s = settings.model_copy(update={"intake_reclaim_idle_ms": 100})
-    crashed, _ = make_intake(redis_client, s, consumer="crashed")
+    make_intake(redis_client, s, consumer="crashed")
     xadd(redis_client, envelope("eguma", "m-orphan"))
     # The crashed consumer read the entry and died before acknowledging it.
     got = redis_client.xreadgroup(s.intake_group, "crashed", {"ticketrelay:bookings": ">"}, count=10)
@@ -154,7 +164,9 @@ def test_entries_of_a_crashed_consumer_are_reclaimed(redis_client: redis.Redis, 
     assert redis_client.xpending("ticketrelay:bookings", s.intake_group)["pending"] == 0
 
 
-def test_run_loop_survives_a_redis_that_restarted_empty(redis_client: redis.Redis, settings: Settings) -> None:
+def test_run_loop_survives_a_redis_that_restarted_empty(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
     intake, enqueued = make_intake(redis_client, settings)
     stop = threading.Event()
     t = threading.Thread(target=intake.run, args=(stop,), daemon=True)

@@ -17,8 +17,14 @@ from worker import ledger
 def booking(mid: str = "m-1", provider: str = "eguma") -> ledger.NewBooking:
     return ledger.NewBooking(
         idempotency_key=idempotency_key(provider, "default", mid),
-        message_id=mid, provider=provider, account="default", generation=0,
-        payload={"x": 1}, payload_sha256="h" * 64, reply_to="ticketrelay:results", metadata={"a": "b"},
+        message_id=mid,
+        provider=provider,
+        account="default",
+        generation=0,
+        payload={"x": 1},
+        payload_sha256="h" * 64,
+        reply_to="ticketrelay:results",
+        metadata={"a": "b"},
     )
 
 
@@ -65,7 +71,9 @@ def test_issued_is_recorded_only_by_the_lease_holder(engine: Engine) -> None:
     assert ledger.record_issued(engine, b.idempotency_key, "mine", tickets, "B-1") is True
     done = ledger.get(engine, b.idempotency_key)
     assert done is not None and done.status == Status.ISSUED
-    assert done.tickets == [{"ticket_id": None, "code": "4666825950402448933", "category": "c1", "seat": None}]
+    assert done.tickets == [
+        {"ticket_id": None, "code": "4666825950402448933", "category": "c1", "seat": None}
+    ]
     assert done.completed_at is not None and done.lease_owner is None
     assert ledger.claimable(done, ledger.utcnow()) == "final"
     # A final row is never claimed again.

@@ -14,7 +14,22 @@ def test_migrated_schema_matches_the_models(engine: Engine) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), TicketIssuance.metadata)
     assert diff == []
     cols = {c["name"] for c in inspect(engine).get_columns("ticket_issuances")}
-    contract = {"idempotency_key", "message_id", "provider", "account", "generation", "status",
-                "attempts", "provider_reference", "tickets", "error_type", "error_message",
-                "http_status", "created_at", "updated_at", "completed_at", "callback_sent_at"}
+    contract = {
+        "idempotency_key",
+        "message_id",
+        "provider",
+        "account",
+        "generation",
+        "status",
+        "attempts",
+        "provider_reference",
+        "tickets",
+        "error_type",
+        "error_message",
+        "http_status",
+        "created_at",
+        "updated_at",
+        "completed_at",
+        "callback_sent_at",
+    }
     assert contract <= cols

@@ -35,17 +35,32 @@ def deps(sqlite_url: str, sandbox: Sandbox) -> issuing.Deps:
     def factory(account: AccountConfig) -> httpx.Client:
         return build_client(account, transport=httpx.MockTransport(sandbox.handle))
 
-    return issuing.Deps(engine=make_engine(sqlite_url), redis=fakeredis.FakeRedis(), settings=settings,
-                        accounts=accounts, clients=issuing.ClientCache(factory))
+    return issuing.Deps(
+        engine=make_engine(sqlite_url),
+        redis=fakeredis.FakeRedis(),
+        settings=settings,
+        accounts=accounts,
+        clients=issuing.ClientCache(factory),
+    )
 
 
 def accept(engine: Engine, provider: str, mid: str) -> str:
     env = envelope(provider, mid)
     key = idempotency_key(provider, "default", mid)
-    ledger.create_queued(engine, ledger.NewBooking(
-        idempotency_key=key, message_id=mid, provider=provider, account="default", generation=0,
-        payload=env["payload"], payload_sha256=payload_hash(env["payload"]),
-        reply_to="ticketrelay:results", metadata={}))
+    ledger.create_queued(
+        engine,
+        ledger.NewBooking(
+            idempotency_key=key,
+            message_id=mid,
+            provider=provider,
+            account="default",
+            generation=0,
+            payload=env["payload"],
+            payload_sha256=payload_hash(env["payload"]),
+            reply_to="ticketrelay:results",
+            metadata={},
+        ),
+    )
     return key
 
 
@@ -57,8 +72,9 @@ def make_due(deps: issuing.Deps, key: str) -> None:
     from sqlalchemy import update
 
     with deps.engine.begin() as conn:
-        conn.execute(update(ledger.T).where(ledger.C.idempotency_key == key)
-                     .values(next_attempt_at=ledger.utcnow()))
+        conn.execute(
+            update(ledger.T).where(ledger.C.idempotency_key == key).values(next_attempt_at=ledger.utcnow())
+        )
 
 
 @pytest.mark.parametrize("provider", ["remypass", "fourvenues", "fourvenues_channels", "eguma"])
@@ -97,7 +113,9 @@ def test_long_retry_after_is_parked_for_the_sweeper(deps: issuing.Deps, sandbox:
     assert ledger.get(deps.engine, key).attempts == 1  # type: ignore[union-attr]
 
 
-def test_retries_run_out_as_failed_for_a_provider_that_can_confirm(deps: issuing.Deps, sandbox: Sandbox) -> None:
+def test_retries_run_out_as_failed_for_a_provider_that_can_confirm(
+    deps: issuing.Deps, sandbox: Sandbox
+) -> None:
     sandbox.set_faults("eguma", fail_next=[{"status": 500}] * 10)
     key = accept(deps.engine, "eguma", "m-4")
     for _ in range(deps.accounts[("eguma", "default")].max_attempts):
@@ -152,8 +170,9 @@ def test_sweep_redrives_stale_rows_and_publishes_unsent_results(deps: issuing.De
     assert sent == [key]
     issuing.process(deps, key)
     with deps.engine.begin() as conn:  # as if the worker died before publishing
-        conn.execute(update(ledger.T).values(callback_sent_at=None,
-                                             completed_at=ledger.utcnow().replace(year=2020)))
+        conn.execute(
+            update(ledger.T).values(callback_sent_at=None, completed_at=ledger.utcnow().replace(year=2020))
+        )
     deps.redis.delete("ticketrelay:results")
     assert issuing.sweep(deps, sent.append) == {"redriven": 0, "republished": 1}
     assert [r["status"] for r in results(deps)] == ["issued"]

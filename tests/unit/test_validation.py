@@ -26,12 +26,23 @@ def test_valid_envelopes_of_every_provider_are_accepted(provider: str) -> None:
 def test_the_key_is_stable_and_distinct() -> None:
     a = idempotency_key("eguma", "default", "m-1", 0)
     assert a == idempotency_key("eguma", "default", "m-1", 0)
-    assert len({a, idempotency_key("eguma", "default", "m-1", 1), idempotency_key("eguma", "other", "m-1", 0),
-                idempotency_key("remypass", "default", "m-1", 0)}) == 4
+    assert (
+        len(
+            {
+                a,
+                idempotency_key("eguma", "default", "m-1", 1),
+                idempotency_key("eguma", "other", "m-1", 0),
+                idempotency_key("remypass", "default", "m-1", 0),
+            }
+        )
+        == 4
+    )
 
 
 def _bad(env_or_text: object, **kw: object) -> Rejected:
-    fields = kw.get("fields") or entry(env_or_text if isinstance(env_or_text, str) else json.dumps(env_or_text))
+    fields = kw.get("fields") or entry(
+        env_or_text if isinstance(env_or_text, str) else json.dumps(env_or_text)
+    )
     v = validate_entry(fields, S, ACCOUNTS)  # type: ignore[arg-type]
     assert isinstance(v, Rejected), v
     assert CUSTOMER_EMAIL not in v.reason and CUSTOMER_NAME not in v.reason
