@@ -30,11 +30,23 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def redis_server_url() -> Iterator[str]:
-    """The local Redis when it answers (a database of its own), else an embedded server."""
+    """The local Redis when it answers, else an embedded server. On the local server each test
+    session takes a database of its own (a lock key in db 0), so two sessions side by side
+    (a developer and CI, or parallel helpers) never flush each other's data."""
     if redis_answers(LOCAL_REDIS):
         base = LOCAL_REDIS.rsplit("/", 1)[0]
-        yield f"{base}/13"
-        return
+        admin = redis.Redis.from_url(f"{base}/0")
+        token = uuid.uuid4().hex
+        for db in (14, 15, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1):
+            lock = f"ticketrelay:test-session-lock:{db}"
+            if admin.set(lock, token, nx=True, ex=3 * 3600):
+                try:
+                    yield f"{base}/{db}"
+                finally:
+                    if admin.get(lock) == token.encode():
+                        admin.delete(lock)
+                return
+        pytest.skip("every test database of the local Redis is taken by other test sessions")
     port = free_port()
     proc = start_server(port=port)
     try:

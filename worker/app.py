@@ -3,9 +3,16 @@ worker package never imports `tasks` (dependencies point one way)."""
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import time
+
 from celery import Celery
+from celery.signals import heartbeat_sent, worker_shutting_down
 from celery.signals import setup_logging as celery_setup_logging
 
+from worker.heartbeat import Heartbeat
 from worker.logs import setup_logging
 from worker.settings import Settings, get_settings
 
@@ -41,6 +48,8 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=s.queue,
+        worker_pool="worker.pool:ThreadTaskPool" if s.worker_pool == "threads" else s.worker_pool,
+        worker_concurrency=s.worker_concurrency,
         task_time_limit=s.task_time_limit_s,
         worker_send_task_events=True,
         task_send_sent_event=True,
@@ -80,3 +89,39 @@ def enqueue_issue(key: str, countdown: float | None = None) -> None:
 def _use_our_logging(**_kwargs: object) -> None:
     # Connecting this signal stops Celery from configuring logging itself: JSON lines instead.
     setup_logging()
+
+
+_worker_heartbeat = Heartbeat("worker", every_s=1.0)
+
+
+@heartbeat_sent.connect
+def _touch_heartbeat(**_kwargs: object) -> None:
+    # Sent every 2 s by the consumer over the broker connection: proof that the worker's event
+    # loop runs and Redis answers.
+    _worker_heartbeat.beat()
+
+
+@worker_shutting_down.connect
+def _on_shutdown(how: str = "", **_kwargs: object) -> None:
+    _worker_heartbeat.clear()  # not ready while draining
+    if how != "Cold":
+        return  # a warm shutdown (plain SIGTERM without REMAP_SIGTERM) waits as Celery says
+    # With the thread pool, Celery's cold shutdown still waits for running threads, so a hung
+    # provider call would hold the process past any grace period. After the soft shutdown
+    # (unfinished messages are restored to the queue by then) the process ends itself; a call
+    # cut off here is in doubt, and the lease plus the stable key make its re-run safe.
+    # worker_shutting_down is sent after the soft shutdown wait: give the consumer a few
+    # seconds to restore unacknowledged messages, then end.
+    limit = 3.0
+    threading.Thread(target=_exit_after, args=(limit,), daemon=True, name="shutdown-watchdog").start()
+
+
+def _exit_after(seconds: float) -> None:
+    time.sleep(seconds)
+    logging.getLogger("ticketrelay.worker").warning(
+        "provider calls still running %.0fs after shutdown began; exiting",
+        seconds,
+        extra={"event": "forced_exit"},
+    )
+    logging.shutdown()
+    os._exit(0)

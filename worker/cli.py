@@ -69,12 +69,10 @@ def _celery(argv: list[str], extra_env: dict[str, str] | None = None) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     s = get_settings()
+    # The pool and concurrency come from the app's configuration (worker.app): the thread pool
+    # there is a subclass that can be shut down within a bound.
     argv = [
         "worker",
-        "-P",
-        s.worker_pool,
-        "-c",
-        str(s.worker_concurrency),
         "-Q",
         s.queue,
         "-E",
@@ -98,6 +96,16 @@ def cmd_beat(args: argparse.Namespace) -> int:
 
 
 def cmd_flower(args: argparse.Namespace) -> int:
+    # Flower's UI and API can revoke tasks and shut workers down: never open by accident.
+    has_auth = os.environ.get("FLOWER_BASIC_AUTH") or os.environ.get("FLOWER_AUTH_PROVIDER")
+    open_on_purpose = os.environ.get("TICKETRELAY_FLOWER_NO_AUTH", "").lower() in ("1", "true", "yes")
+    if not has_auth and not open_on_purpose:
+        print(
+            "ticketrelay flower: set FLOWER_BASIC_AUTH=user:password (or FLOWER_AUTH_PROVIDER), "
+            "or TICKETRELAY_FLOWER_NO_AUTH=1 to run it open on purpose",
+            file=sys.stderr,
+        )
+        return 2
     return _celery(["flower", *args.celery_args])
 
 
@@ -198,7 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+PASSTHROUGH = ("worker", "beat", "flower")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PASSTHROUGH:
+        # Everything after the command goes to celery as it is (argparse's REMAINDER would
+        # refuse a first argument that looks like an option).
+        args = argparse.Namespace(command=argv[0], celery_args=argv[1:])
+        fn = {"worker": cmd_worker, "beat": cmd_beat, "flower": cmd_flower}[argv[0]]
+        return int(fn(args) or 0)
     args = build_parser().parse_args(argv)
     return int(args.fn(args) or 0)
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -92,6 +95,17 @@ def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0) -> int:
         for name in ("intake", "worker", "beat"):
             sup.start(name, [name])
         print(f"processes intake, worker, beat (logs in {sup.log_dir}/)")
+        flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"ops:{secrets.token_urlsafe(12)}"
+        flower_port = os.environ.get("TICKETRELAY_FLOWER_PORT", "5555")
+        sup.start(
+            "flower",
+            ["flower", f"--port={flower_port}", "--address=127.0.0.1"],
+            {"FLOWER_BASIC_AUTH": flower_auth},
+        )
+        print(
+            f"flower    http://127.0.0.1:{flower_port}/  user {flower_auth.split(':', 1)[0]}  "
+            f"password {flower_auth.split(':', 1)[1]}"
+        )
         print(
             f"publish   XADD {s.intake_stream} * message '<JSON envelope>'   "
             f"(or: ./ticketrelay publish FILE.jsonl)"
@@ -108,6 +122,7 @@ def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0) -> int:
         seen: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout_s
         last_view = 0.0
+        view = LiveView()
         while not stopping:
             dead = sup.dead()
             if dead:
@@ -127,9 +142,9 @@ def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0) -> int:
                 if time.monotonic() > deadline:
                     print(f"timed out: {len(seen)} of {len(wanted)} results arrived")
                     return 1
-            elif time.monotonic() - last_view > 5:
+            elif time.monotonic() - last_view > 2:
                 last_view = time.monotonic()
-                _live_view(s)
+                view.show(s)
             time.sleep(0.3)
         return 0
     finally:
@@ -141,15 +156,47 @@ def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0) -> int:
         print("stopped")
 
 
-def _live_view(s: Any) -> None:
-    from worker.status import collect
+class LiveView:
+    """Bookings per status and provider, the issue rate, and the depths of streams and queue.
+    Redrawn in place on a terminal, one summary line per refresh otherwise."""
 
-    data = collect(s)
-    counts = (
-        " ".join(f"{k}={v}" for k, v in sorted(data["bookings"]["by_status"].items())) or "no bookings yet"
-    )
-    r = data["redis"]
-    print(
-        f"[{time.strftime('%H:%M:%S')}] {counts} | intake={r.get('intake_stream')} "
-        f"queue={r.get('celery_queue')} results={r.get('results_stream')} dead={r.get('dead_letters')}"
-    )
+    def __init__(self) -> None:
+        self.tty = sys.stdout.isatty()
+        self.last_done: int | None = None
+        self.last_t = time.monotonic()
+
+    def show(self, s: Any) -> None:
+        from schemas.statuses import FINAL_STATUSES
+        from worker.status import collect
+
+        data = collect(s)
+        by_status = data["bookings"]["by_status"]
+        done = sum(n for st, n in by_status.items() if st in FINAL_STATUSES)
+        now = time.monotonic()
+        rate = 0.0 if self.last_done is None else (done - self.last_done) / max(now - self.last_t, 1e-6)
+        self.last_done, self.last_t = done, now
+        r = data["redis"]
+        depth = (
+            f"intake={r.get('intake_stream')} pending={r.get('intake_pending')} "
+            f"queue={r.get('celery_queue')} results={r.get('results_stream')} dead={r.get('dead_letters')}"
+        )
+        age = data["oldest_unfinished_age_s"]
+        if not self.tty:
+            counts = " ".join(f"{k}={v}" for k, v in sorted(by_status.items())) or "no bookings yet"
+            print(f"[{time.strftime('%H:%M:%S')}] {counts} | {rate:.1f}/s | {depth}", flush=True)
+            return
+        statuses = ["queued", "in_progress", "retrying", "issued", "failed", "rejected", "needs_review"]
+        lines = [
+            f"ticketrelay dev  {time.strftime('%H:%M:%S')}   Ctrl-C stops everything",
+            "",
+            f"{'provider':<20}" + "".join(f"{st:>13}" for st in statuses),
+        ]
+        for provider, counts in sorted(data["bookings"]["by_provider"].items()):
+            lines.append(f"{provider:<20}" + "".join(f"{counts.get(st, 0):>13}" for st in statuses))
+        lines += [
+            "",
+            f"finished {done}   rate {rate:.1f} bookings/s   oldest unfinished "
+            f"{'-' if age is None else f'{age:.0f}s'}",
+            depth,
+        ]
+        print("\x1b[H\x1b[2J" + "\n".join(lines), flush=True)

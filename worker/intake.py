@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from schemas.result import ResultError
 from schemas.statuses import Status
 from worker import ledger
+from worker.heartbeat import Heartbeat
 from worker.results import dead_letter, publish_result, result_from_row
 from worker.settings import AccountConfig, Settings
 from worker.validation import Accepted, Rejected, validate_entry
@@ -53,6 +54,7 @@ class Intake:
         self._own_pending = True  # on start, finish what this consumer name left unacked
         self._last_reclaim = 0.0
         self.processed = 0
+        self.heartbeat = Heartbeat("intake")
 
     # --- one entry -------------------------------------------------------------------------
 
@@ -239,6 +241,7 @@ class Intake:
                     self.ensure_group()
                     group_ready = True
                 self.run_once()
+                self.heartbeat.beat()
                 backoff = 0.5
             except redis.ResponseError as exc:
                 if "NOGROUP" in str(exc):  # Redis restarted empty: the group is gone
@@ -257,6 +260,7 @@ class Intake:
                 group_ready = False
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10)
+        self.heartbeat.clear()
 
 
 def _entries(resp: Any) -> list[tuple[str, dict[Any, Any]]]:

@@ -26,11 +26,6 @@ from worker.settings import AccountConfig, Settings
 
 log = logging.getLogger("ticketrelay.issue")
 
-# Providers whose adapter can confirm, on a later attempt, whether an in-doubt call created
-# tickets (replay, duplicate answer, lookup). For the others, running out of attempts while in
-# doubt is `needs_review`, never a plain `failed` that someone might blindly re-send.
-CONFIRMS_LATER = frozenset({"eguma", "remypass", "fourvenues"})
-
 
 @dataclass
 class Deps:
@@ -88,7 +83,10 @@ def publish_final(deps: Deps, row: TicketIssuance) -> None:
 
 
 def _give_up(deps: Deps, row: TicketIssuance, token: str | None, max_attempts: int, in_doubt: bool) -> None:
-    status = Status.NEEDS_REVIEW if in_doubt and row.provider not in CONFIRMS_LATER else Status.FAILED
+    # Out of attempts while an earlier call may have created tickets (a timeout, a 500, a 409
+    # "in progress"): that is exactly `needs_review`, never a `failed` that says "no ticket".
+    # A re-drive with the same key (ticketrelay reissue) can still confirm it later.
+    status = Status.NEEDS_REVIEW if in_doubt else Status.FAILED
     last = f" (last error: {row.error_type}: {row.error_message})" if row.error_type else ""
     error = ResultError(
         type="retries_exhausted",

@@ -113,10 +113,10 @@ def test_long_retry_after_is_parked_for_the_sweeper(deps: issuing.Deps, sandbox:
     assert ledger.get(deps.engine, key).attempts == 1  # type: ignore[union-attr]
 
 
-def test_retries_run_out_as_failed_for_a_provider_that_can_confirm(
+def test_retries_run_out_as_failed_when_nothing_can_have_been_created(
     deps: issuing.Deps, sandbox: Sandbox
 ) -> None:
-    sandbox.set_faults("eguma", fail_next=[{"status": 500}] * 10)
+    sandbox.set_faults("eguma", fail_next=[{"status": 503}] * 10)
     key = accept(deps.engine, "eguma", "m-4")
     for _ in range(deps.accounts[("eguma", "default")].max_attempts):
         issuing.process(deps, key)
@@ -127,11 +127,14 @@ def test_retries_run_out_as_failed_for_a_provider_that_can_confirm(
     assert results(deps)[-1]["error"]["retryable"] is True
 
 
-def test_in_doubt_without_confirmation_is_needs_review(deps: issuing.Deps, sandbox: Sandbox) -> None:
-    """fourvenues_channels has no documented lookup: running out of attempts after answers that
-    may have created tickets must not look like a clean failure."""
-    sandbox.set_faults("fourvenues_channels", fail_next=[{"status": 500}] * 20)
-    key = accept(deps.engine, "fourvenues_channels", "m-5")
+@pytest.mark.parametrize("provider", ["remypass", "fourvenues", "fourvenues_channels", "eguma"])
+def test_running_out_while_in_doubt_is_needs_review(
+    deps: issuing.Deps, sandbox: Sandbox, provider: str
+) -> None:
+    """Answers that may have created tickets (500s) until the attempts run out must not look
+    like a clean failure: nothing confirmed that no ticket exists."""
+    sandbox.set_faults(provider, fail_next=[{"status": 500}] * 20)
+    key = accept(deps.engine, provider, "m-5")
     for _ in range(20):
         issuing.process(deps, key)
         make_due(deps, key)
