@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from schemas.result import ResultError
 from schemas.statuses import Status
-from worker import ledger
+from worker import ledger, metrics
 from worker.heartbeat import Heartbeat
 from worker.results import dead_letter, publish_result, result_from_row
 from worker.settings import AccountConfig, Settings
@@ -126,6 +126,7 @@ class Intake:
             entry_id,
             self.stream,
         )
+        metrics.dead_letter(self.client, self.settings, bad.error_type)
         if key is not None:
             row = ledger.get(self.engine, key)
             assert row is not None
@@ -151,6 +152,7 @@ class Intake:
         if why:
             reason += f" (and it is invalid: {why})"
         dead_letter(self.client, self.settings.dead_stream, fields, reason, entry_id, self.stream)
+        metrics.dead_letter(self.client, self.settings, "duplicate_message_id")
         log.warning("conflict", extra={"event": "conflict", "message_id": message_id, "entry_id": entry_id})
         return "conflict"
 
@@ -227,6 +229,7 @@ class Intake:
                     eid,
                     self.stream,
                 )
+                metrics.dead_letter(self.client, self.settings, "internal_error")
             self.client.xack(self.stream, self.group, eid)
             done += 1
         self.processed += done

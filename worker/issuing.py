@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from schemas.result import ResultError
 from schemas.statuses import Status
 from schemas.table import TicketIssuance
-from worker import ledger
+from worker import ledger, metrics
 from worker.backoff import next_delay
 from worker.providers import build_client, get_provider
 from worker.providers.base import Attempt, Outcome, OutcomeKind
@@ -163,6 +163,7 @@ def _record(
     if outcome.error is not None:
         ctx.update(error_type=outcome.error.type, http_status=outcome.error.http_status)
     log.info("provider call", extra={"event": "provider_call", **ctx})
+    metrics.provider_call(deps.redis, deps.settings, row.provider, row.account, outcome, elapsed)
     in_doubt = attempt.in_doubt or outcome.may_have_created
     error = outcome.error or ResultError(type="unknown", message="no error detail", retryable=True)
 

@@ -66,7 +66,14 @@ class Settings(BaseSettings):
     stale_after_s: float = 60.0  # a queued row untouched this long is enqueued again
     sweep_batch: int = 500
 
-    @field_validator("reply_to_prefix", "intake_stream", "results_stream", "dead_stream")
+    # Metrics (`ticketrelay metrics`, worker/metrics_server.py). The exporter listens on
+    # localhost unless told otherwise: set TICKETRELAY_METRICS_HOST=0.0.0.0 for a scraper on
+    # another host. Event counters of all processes are added up in the Redis hash metrics_key.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9808
+    metrics_key: str = "ticketrelay:metrics"
+
+    @field_validator("reply_to_prefix", "intake_stream", "results_stream", "dead_stream", "metrics_key")
     @classmethod
     def _not_empty(cls, value: str) -> str:
         if not value:
