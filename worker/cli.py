@@ -151,6 +151,12 @@ def _format_reply(reply: Any, indent: int = 0) -> str:
     return pad + str(reply)
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from worker.metrics_server import main as metrics_main
+
+    return metrics_main(args.metrics_args)
+
+
 def cmd_schema(_args: argparse.Namespace) -> int:
     from schemas.jsonschema import envelope_json_schema
 
@@ -180,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("beat", cmd_beat, "run Celery beat (the sweeper schedule)"),
         ("flower", cmd_flower, "run Flower"),
     ):
-        sp = sub.add_parser(name, help=text)
+        # prefix_chars="+": every "-" argument after the command goes to celery as it is
+        # (argparse would read a leading "--port=..." as an option of ours and refuse it).
+        sp = sub.add_parser(name, help=text, prefix_chars="+", add_help=False)
         sp.add_argument("celery_args", nargs=argparse.REMAINDER, help="passed on to celery")
         sp.set_defaults(fn=fn)
     sp = sub.add_parser("sandbox", help="serve the provider simulators over HTTP")
@@ -196,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("redis-cli", help="run one Redis command (for machines without redis-cli)")
     sp.add_argument("words", nargs="+")
     sp.set_defaults(fn=cmd_redis_cli)
+    sp = sub.add_parser(
+        "metrics", help="serve Prometheus metrics (/metrics, /healthz)", add_help=False, prefix_chars="+"
+    )
+    sp.add_argument("metrics_args", nargs=argparse.REMAINDER)
+    sp.set_defaults(fn=cmd_metrics)
     sub.add_parser("schema", help="print the envelope's JSON Schema").set_defaults(fn=cmd_schema)
     sp = sub.add_parser("dev", help="everything on one machine, embedded defaults")
     sp.add_argument("--demo", action="store_true", help="publish sample bookings of every provider")
@@ -206,17 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-PASSTHROUGH = ("worker", "beat", "flower")
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in PASSTHROUGH:
-        # Everything after the command goes to celery as it is (argparse's REMAINDER would
-        # refuse a first argument that looks like an option).
-        args = argparse.Namespace(command=argv[0], celery_args=argv[1:])
-        fn = {"worker": cmd_worker, "beat": cmd_beat, "flower": cmd_flower}[argv[0]]
-        return int(fn(args) or 0)
     args = build_parser().parse_args(argv)
     return int(args.fn(args) or 0)
 

@@ -192,7 +192,10 @@ if hasattr(os, "register_at_fork"):
 
 @atexit.register
 def _flush_at_exit() -> None:
-    _recorder.flush()
+    # A last flush on a normal exit, but never hold the exit up for long if Redis is away.
+    last = threading.Thread(target=_recorder.flush, name="metrics-last-flush", daemon=True)
+    last.start()
+    last.join(2.0)
 
 
 # --- what the code records (one line at each place) -----------------------------------------

@@ -42,13 +42,15 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import Engine, func, select
 
 from schemas.envelope import PROVIDERS
 from schemas.statuses import ACTIVE_STATUSES, Status
 from worker import ledger
 from worker.db import make_engine
-from worker.metrics import CALL_BUCKET, CALL_SUM, CALLS, DEAD_LETTERS, RETRIES
+from worker.metrics import CALL_BUCKET, CALL_BUCKETS, CALL_SUM, CALLS, DEAD_LETTERS, RETRIES
 from worker.settings import AccountsError, Settings, get_accounts, get_settings
 
 log = logging.getLogger("ticketrelay.metrics")
@@ -311,8 +313,10 @@ class TicketrelayCollector(Collector):
             "and outcome.",
             labels=["provider", "outcome"],
         )
-        # One set of bounds for every series: the union of those ever recorded.
-        bounds = sorted({le for series in buckets.values() for le in series} | {float("inf")})
+        # One set of bounds for every series: today's buckets, plus any bound recorded under an
+        # older bucket layout (still a correct cumulative count).
+        recorded = {le for series in buckets.values() for le in series}
+        bounds = sorted({float(b) for b in CALL_BUCKETS} | recorded | {float("inf")})
         for labels in sorted(set(buckets) | set(sums)):
             series = buckets.get(labels, {})
             total, cumulative = 0.0, []
@@ -370,7 +374,11 @@ class MetricsServer:
     def __init__(self, settings: Settings, host: str | None = None, port: int | None = None) -> None:
         self.settings = settings
         self.engine = make_engine(settings.database_url, pool_size=2)
-        self.client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        # One quick retry, no backoff: a scrape must answer within Prometheus' scrape timeout,
+        # with `source_up{source="redis"} 0` if Redis does not.
+        self.client = redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=2, socket_timeout=5, retry=Retry(NoBackoff(), 1)
+        )
         accounts = get_accounts(settings)
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = TicketrelayCollector(settings, self.engine, self.client, accounts.keys())
@@ -394,7 +402,9 @@ class MetricsServer:
         return f"http://{shown}:{self.port}"
 
     def start(self) -> MetricsServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="metrics-http", daemon=True
+        )
         self._thread.start()
         return self
 

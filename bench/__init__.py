@@ -1,0 +1,1 @@
+"""The throughput/latency benchmark (GitHub issue "Performance"): `./scripts/bench [--quick]`."""

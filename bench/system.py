@@ -1,0 +1,418 @@
+"""Starts a whole ticketrelay for the benchmark, each part in its own process group, and
+measures the processes: Redis (embedded valkey-server, or one given by URL), the sandbox,
+intake and Celery workers. Everything started here is killed by `System.stop()`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import psutil
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class BenchError(RuntimeError):
+    """Something did not come up or broke: the benchmark cannot go on."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(
+    cond: Callable[[], Any], timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise BenchError(f"{what}: the process exited with code {proc.returncode}")
+        with contextlib.suppress(Exception):
+            value = cond()
+            if value:
+                return value
+        time.sleep(0.1)
+    raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKETRELAY_")}
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Names:
+    """Redis key names. The product's defaults on a Redis of our own; with a shared Redis
+    (--redis-url) every name gets a per-run prefix so nothing of anybody else is touched."""
+
+    intake_stream: str = "ticketrelay:bookings"
+    results_stream: str = "ticketrelay:results"
+    dead_stream: str = "ticketrelay:dead"
+    group: str = "ticketrelay-intake"
+    queue: str = "ticketrelay"
+    metrics_key: str = "ticketrelay:metrics"
+
+    @classmethod
+    def unique(cls, run_id: str) -> Names:
+        p = f"ticketrelay:bench-{run_id}"
+        return cls(f"{p}:bookings", f"{p}:results", f"{p}:dead", f"{p}-intake", f"{p}-queue", f"{p}:metrics")
+
+    def env(self) -> dict[str, str]:
+        return {
+            "TICKETRELAY_INTAKE_STREAM": self.intake_stream,
+            "TICKETRELAY_RESULTS_STREAM": self.results_stream,
+            "TICKETRELAY_REPLY_TO_PREFIX": self.results_stream,
+            "TICKETRELAY_DEAD_STREAM": self.dead_stream,
+            "TICKETRELAY_INTAKE_GROUP": self.group,
+            "TICKETRELAY_QUEUE": self.queue,
+            "TICKETRELAY_METRICS_KEY": self.metrics_key,
+        }
+
+
+@dataclass
+class Options:
+    out_dir: Path
+    redis_url: str | None = None
+    database_url: str | None = None
+    concurrency: int = 64
+    workers: int = 1
+    with_beat: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class Processes:
+    """Children in their own sessions (process groups); stop() kills every group."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.procs[name] = proc
+        return proc
+
+    def check(self) -> None:
+        dead = {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+        if dead:
+            raise BenchError(f"process(es) exited: {dead}; see the logs in {self.log_dir}")
+
+    def stop(self, name: str | None = None, timeout: float = 10.0) -> None:
+        names = [name] if name else list(self.procs)
+        for n in names:
+            proc = self.procs[n]
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for n in names:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.procs[n].wait(max(0.1, deadline - time.monotonic()))
+        for n in names:
+            proc = self.procs.pop(n)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+
+
+class Monitor:
+    """CPU seconds (user+system, children included) and RSS of named PIDs. A sampler thread
+    keeps the RSS high-water of the current phase (every 0.2 s); `phase_start()` and
+    `phase_end()` give per-phase deltas."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.procs: dict[str, psutil.Process] = {}
+        self.peak: dict[str, int] = {}
+        self.samples: dict[str, list[tuple[float, int]]] = {}
+        self._cpu0: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-monitor", daemon=True)
+        self._thread.start()
+
+    def add(self, name: str, pid: int) -> None:
+        with self._lock:
+            self.procs[name] = psutil.Process(pid)
+            self.samples.setdefault(name, [])
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self.procs.pop(name, None)
+
+    def cpu(self, name: str) -> float:
+        try:
+            t = self.procs[name].cpu_times()
+            return t.user + t.system + t.children_user + t.children_system
+        except (psutil.Error, KeyError):
+            return float("nan")
+
+    def rss(self, name: str) -> int:
+        try:
+            return int(self.procs[name].memory_info().rss)
+        except (psutil.Error, KeyError):
+            return 0
+
+    def hwm(self, name: str) -> int:
+        """VmHWM: the process's lifetime RSS high-water (Linux)."""
+        try:
+            for line in Path(f"/proc/{self.procs[name].pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except (OSError, KeyError):
+            pass
+        return 0
+
+    def phase_start(self) -> None:
+        with self._lock:
+            names = list(self.procs)
+        self._cpu0 = {n: self.cpu(n) for n in names}
+        self.peak = {n: self.rss(n) for n in names}
+
+    def phase_end(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            names = list(self.procs)
+        return {
+            n: {
+                "cpu_s": self.cpu(n) - self._cpu0.get(n, float("nan")),
+                "peak_rss": float(self.peak.get(n, 0)),
+            }
+            for n in names
+        }
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                items = list(self.procs.items())
+            now = time.monotonic()
+            for name, proc in items:
+                try:
+                    rss = int(proc.memory_info().rss)
+                except psutil.Error:
+                    continue
+                if rss > self.peak.get(name, 0):
+                    self.peak[name] = rss
+                self.samples[name].append((now, rss))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
+class System:
+    """Redis + sandbox + database + intake + worker(s), started fresh for one benchmark run."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.run_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self.tmp = Path(tempfile.mkdtemp(prefix="ticketrelay-bench-"))
+        self.log_dir = opts.out_dir / "logs"
+        if self.log_dir.exists():
+            for old in self.log_dir.glob("*.log"):
+                old.unlink()
+        self.procs = Processes(self.log_dir)
+        self.monitor = Monitor()
+        self.names = Names.unique(self.run_id) if opts.redis_url else Names()
+        self.redis_url = ""
+        self.redis_version = "?"
+        self.database_url = ""
+        self._drop_database: Callable[[], None] | None = None
+        self.sandbox_url = ""
+        self.worker_names: list[str] = []
+        self.r: redis.Redis | None = None
+
+    # ---- infrastructure -------------------------------------------------------------------
+    def start_redis(self) -> None:
+        if self.opts.redis_url:
+            self.redis_url = self.opts.redis_url
+            self.r = redis.Redis.from_url(self.redis_url, socket_timeout=30)
+            try:
+                info = self.r.info("server")
+            except redis.RedisError as exc:
+                raise BenchError(f"no Redis answers at {self.redis_url}: {exc}") from None
+            host = urlparse(self.redis_url).hostname or "127.0.0.1"
+            if host in ("127.0.0.1", "localhost") and info.get("process_id"):
+                with contextlib.suppress(psutil.Error):
+                    self.monitor.add("redis", int(info["process_id"]))
+        else:
+            from worker.embedded import server_binary
+
+            port = free_port()
+            data = self.tmp / "valkey"
+            data.mkdir()
+            argv = [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no", "--dir", str(data), "--protected-mode", "yes",
+                    "--maxmemory-policy", "noeviction"]  # fmt: skip
+            proc = self.procs.start("redis", argv, dict(os.environ), self.tmp)
+            self.redis_url = f"redis://127.0.0.1:{port}/0"
+            self.r = redis.Redis.from_url(self.redis_url, socket_timeout=30)
+            wait_for(self.r.ping, 15, f"the embedded valkey-server on port {port}", proc)
+            self.monitor.add("redis", proc.pid)
+        info = self.r.info("server")
+        self.redis_version = (
+            f"{info.get('server_name', 'redis')} {info.get('valkey_version') or info.get('redis_version')}"
+        )
+
+    def start_database(self) -> None:
+        from worker.migrate import upgrade
+
+        if self.opts.database_url and not self.opts.database_url.startswith("sqlite"):
+            self.database_url = self._fresh_postgres(self.opts.database_url)
+        else:
+            self.database_url = self.opts.database_url or f"sqlite:///{self.tmp / 'ticketrelay.db'}"
+        upgrade(self.database_url)
+
+    def _fresh_postgres(self, url: str) -> str:
+        """A new database on the given server, dropped at the end."""
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        base = make_url(url)
+        name = "ticketrelay_bench_" + self.run_id.replace("-", "_")
+        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        except Exception as exc:
+            raise BenchError(f"cannot create a database on {base.render_as_string()}: {exc}") from None
+
+        def drop() -> None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+        self._drop_database = drop
+        return base.set(database=name).render_as_string(hide_password=False)
+
+    def start_sandbox(self) -> None:
+        port = free_port()
+        argv = [sys.executable, "-m", "worker.sandbox", "--port", str(port), "--seed", "7"]
+        proc = self.procs.start("sandbox", argv, child_env({}), ROOT)
+        self.sandbox_url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: httpx.get(f"{self.sandbox_url}/_sandbox/faults").status_code == 200, 30,
+                 "the sandbox", proc)  # fmt: skip
+        self.monitor.add("sandbox", proc.pid)
+
+    def set_latency(self, ms: float) -> None:
+        resp = httpx.post(f"{self.sandbox_url}/_sandbox/faults", json={"provider": "*", "latency_ms": ms})
+        if resp.status_code != 200:
+            raise BenchError(f"the sandbox refused latency_ms={ms}: {resp.text}")
+
+    def sandbox_truth(self) -> dict[str, Any]:
+        data: dict[str, Any] = httpx.get(f"{self.sandbox_url}/_sandbox/ground-truth", timeout=30).json()
+        return data
+
+    # ---- ticketrelay --------------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        return child_env(
+            {
+                "TICKETRELAY_REDIS_URL": self.redis_url,
+                "TICKETRELAY_DATABASE_URL": self.database_url,
+                "TICKETRELAY_SANDBOX_URL": self.sandbox_url,
+                "TICKETRELAY_STATE_DIR": str(self.tmp / "state"),
+                "TICKETRELAY_WORKER_CONCURRENCY": str(self.opts.concurrency),
+                "TICKETRELAY_INTAKE_BLOCK_MS": "200",
+                **self.names.env(),
+                **self.opts.extra_env,
+            }
+        )
+
+    def start_ticketrelay(self) -> None:
+        env = self.env()
+        cli = [sys.executable, "-m", "worker.cli"]
+        proc = self.procs.start("intake", [*cli, "intake"], env, self.tmp)
+        self.monitor.add("intake", proc.pid)
+        for i in range(1, self.opts.workers + 1):
+            name = f"worker{i}" if self.opts.workers > 1 else "worker"
+            proc = self.procs.start(name, [*cli, "worker", "-n", f"{name}@%h"], env, self.tmp)
+            self.worker_names.append(name)
+            self.monitor.add(name, proc.pid)
+        if self.opts.with_beat:
+            proc = self.procs.start("beat", [*cli, "beat"], env, self.tmp)
+            self.monitor.add("beat", proc.pid)
+        time.sleep(0.5)
+        self.procs.check()
+
+    def start(self) -> None:
+        self.start_redis()
+        self.start_database()
+        self.start_sandbox()
+
+    def stop(self) -> None:
+        self.monitor.close()
+        self.procs.stop(timeout=10)
+        if self.opts.redis_url and self.r is not None:
+            with contextlib.suppress(redis.RedisError):
+                n = self.names
+                self.r.delete(n.intake_stream, n.results_stream, n.dead_stream, n.queue, n.metrics_key)
+        if self._drop_database is not None:
+            with contextlib.suppress(Exception):
+                self._drop_database()
+
+    # ---- what went wrong -----------------------------------------------------------------
+    def log_findings(self) -> dict[str, int]:
+        """Counts of suspicious lines in the children's logs."""
+        patterns = {
+            "database is locked": "database is locked",
+            "Traceback": "Traceback",
+            "level error": '"level": "error"',
+            "level warning": '"level": "warning"',
+            "outcome retry": '"outcome": "retry',
+            "skipped/lost claim": '"event": "skipped"',
+            "lease_lost": '"event": "lease_lost"',
+            "internal_error": "internal_error",
+            "redis_error": '"event": "redis_error"',
+            "unavailable": '"event": "unavailable"',
+            "celery ERROR": " ERROR/",
+        }
+        found = dict.fromkeys(patterns, 0)
+        for path in sorted(self.log_dir.glob("*.log")):
+            with path.open(errors="replace") as fh:
+                for line in fh:
+                    for name, pat in patterns.items():
+                        if pat in line:
+                            found[name] += 1
+        return {k: v for k, v in found.items() if v}
+
+    def status_counts(self) -> dict[str, int]:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.database_url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(text("SELECT status, count(*) FROM ticket_issuances GROUP BY status"))
+                return {str(s): int(c) for s, c in rows}
+        finally:
+            engine.dispose()
+
+
+def dump_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str))

@@ -1,0 +1,126 @@
+"""A global rate limit per provider account, shared by every worker on every host through Redis.
+
+Requests per second: GCRA (the generic cell rate algorithm), one key per account holding the
+"theoretical arrival time". Concurrent calls: a sorted set of holders whose scores are lease
+expiries, so a holder that died frees its slot by itself. Both are checked and taken in one Lua
+script: one round trip to acquire, one to release.
+
+Live bookings go first: bulk work may only use the bucket while it is at most `bulk_burst_s`
+ahead of now, live work while it is at most `live_burst_s` ahead. When bulk saturates the
+limit, a live booking still finds room at once and pushes bulk back.
+
+A 429 from the provider sets a penalty that multiplies the interval (halves the rate) for a
+while: the provider told us its own limit is lower than ours.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+_ACQUIRE = """
+local tat_key, sem_key, pen_key = KEYS[1], KEYS[2], KEYS[3]
+-- Redis' clock, not the callers': every host must agree on "now".
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local interval = tonumber(ARGV[2])
+local tolerance = tonumber(ARGV[3])
+local max_conc = tonumber(ARGV[4])
+local token = ARGV[5]
+local lease_until = now + tonumber(ARGV[6])
+local penalty = tonumber(redis.call('GET', pen_key) or '1')
+if max_conc > 0 then
+  redis.call('ZREMRANGEBYSCORE', sem_key, '-inf', now)
+  if redis.call('ZCARD', sem_key) >= max_conc then
+    local first = redis.call('ZRANGE', sem_key, 0, 0, 'WITHSCORES')
+    local wait = 50
+    if first[2] then wait = math.min(math.max(tonumber(first[2]) - now, 10), 1000) end
+    return {0, wait}
+  end
+end
+if interval > 0 then
+  interval = interval * penalty
+  local tat = tonumber(redis.call('GET', tat_key) or '0')
+  if tat < now then tat = now end
+  if tat - now > tolerance then
+    return {0, math.ceil(tat - now - tolerance)}
+  end
+  local new_tat = tat + interval
+  redis.call('SET', tat_key, new_tat, 'PX', math.ceil(new_tat - now + 60000))
+end
+if max_conc > 0 then
+  redis.call('ZADD', sem_key, lease_until, token)
+  redis.call('PEXPIRE', sem_key, math.ceil(lease_until - now + 60000))
+end
+return {1, 0}
+"""
+
+
+@dataclass(frozen=True)
+class Limit:
+    per_s: float | None  # requests per second; None: no rate limit
+    concurrency: int | None  # calls at once; None: no limit
+
+
+@dataclass(frozen=True)
+class Permit:
+    granted: bool
+    wait_s: float
+    token: str = ""
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "ticketrelay:ratelimit",
+        live_burst_s: float = 0.2,
+        bulk_burst_s: float = 0.0,
+        lease_s: float = 120.0,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.live_burst_s = live_burst_s
+        self.bulk_burst_s = bulk_burst_s
+        self.lease_s = lease_s
+        self._script: Any = client.register_script(_ACQUIRE)
+
+    def _keys(self, provider: str, account: str) -> list[str]:
+        base = f"{self.prefix}:{provider}:{account}"
+        return [f"{base}:tat", f"{base}:sem", f"{base}:penalty"]
+
+    def try_acquire(self, provider: str, account: str, limit: Limit, bulk: bool = False) -> Permit:
+        if not limit.per_s and not limit.concurrency:
+            return Permit(True, 0.0)
+        interval = 1000.0 / limit.per_s if limit.per_s else 0.0
+        burst = self.bulk_burst_s if bulk else self.live_burst_s
+        token = uuid.uuid4().hex
+        granted, wait_ms = self._script(
+            keys=self._keys(provider, account),
+            args=[0, interval, burst * 1000.0, limit.concurrency or 0, token, self.lease_s * 1000.0],
+        )
+        return Permit(bool(granted), float(wait_ms) / 1000.0, token if granted else "")
+
+    def acquire(
+        self, provider: str, account: str, limit: Limit, bulk: bool = False, max_wait_s: float = 2.0
+    ) -> Permit:
+        """Wait in-process up to `max_wait_s`; past that, return the denial with its wait so the
+        caller can schedule itself later instead of holding a thread."""
+        deadline = time.monotonic() + max_wait_s
+        while True:
+            permit = self.try_acquire(provider, account, limit, bulk)
+            if permit.granted or time.monotonic() + permit.wait_s > deadline:
+                return permit
+            time.sleep(max(permit.wait_s, 0.001))
+
+    def release(self, provider: str, account: str, permit: Permit) -> None:
+        if permit.token:
+            self.client.zrem(self._keys(provider, account)[1], permit.token)
+
+    def penalise(self, provider: str, account: str, factor: float = 2.0, for_s: float = 30.0) -> None:
+        """After a 429: slow this account down by `factor` for `for_s` seconds."""
+        self.client.set(self._keys(provider, account)[2], factor, px=int(for_s * 1000))
