@@ -32,8 +32,23 @@ def baseline_a(system: System, n: int, warmup: int = 100) -> PhaseFigures:
     stream = f"bench:noop:{system.run_id}"
     env = system.env()
     env.update({"TICKETRELAY_QUEUE": queue, "BENCH_NOOP_STREAM": stream})
-    argv = [sys.executable, "-m", "celery", "-A", "bench.noop_app:app", "worker", "-Q", queue, "-E",
-            "--without-mingle", "--without-gossip", "--loglevel", "INFO", "-n", "noop@%h"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "bench.noop_app:app",
+        "worker",
+        "-Q",
+        queue,
+        "-E",
+        "--without-mingle",
+        "--without-gossip",
+        "--loglevel",
+        "INFO",
+        "-n",
+        "noop@%h",
+    ]
     proc = system.procs.start("noop-worker", argv, {**env, "REMAP_SIGTERM": "SIGQUIT"}, ROOT)
     system.monitor.add("noop-worker", proc.pid)
     settings = Settings(redis_url=system.redis_url, queue=queue, worker_concurrency=system.opts.concurrency)

@@ -39,8 +39,20 @@ def start_record(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes] |
     if exe is None:
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
-    argv = [exe, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "100",
-            "--format", "raw", "-o", str(out)]  # fmt: skip
+    argv = [
+        exe,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(seconds),
+        "--rate",
+        "100",
+        "--format",
+        "raw",
+        "-o",
+        str(out),
+    ]
     log = open(out.with_suffix(".log"), "wb")  # noqa: SIM115 - handed to the child
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
 

@@ -267,9 +267,23 @@ class System:
             port = free_port()
             data = self.tmp / "valkey"
             data.mkdir()
-            argv = [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                    "--appendonly", "no", "--dir", str(data), "--protected-mode", "yes",
-                    "--maxmemory-policy", "noeviction"]  # fmt: skip
+            argv = [
+                server_binary(),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(data),
+                "--protected-mode",
+                "yes",
+                "--maxmemory-policy",
+                "noeviction",
+            ]
             proc = self.procs.start("redis", argv, dict(os.environ), self.tmp)
             self.redis_url = f"redis://127.0.0.1:{port}/0"
             self.r = redis.Redis.from_url(self.redis_url, socket_timeout=30)
@@ -316,8 +330,12 @@ class System:
         argv = [sys.executable, "-m", "worker.sandbox", "--port", str(port), "--seed", "7"]
         proc = self.procs.start("sandbox", argv, child_env({}), ROOT)
         self.sandbox_url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: httpx.get(f"{self.sandbox_url}/_sandbox/faults").status_code == 200, 30,
-                 "the sandbox", proc)  # fmt: skip
+        wait_for(
+            lambda: httpx.get(f"{self.sandbox_url}/_sandbox/faults").status_code == 200,
+            30,
+            "the sandbox",
+            proc,
+        )
         self.monitor.add("sandbox", proc.pid)
 
     def set_latency(self, ms: float) -> None:

@@ -22,6 +22,8 @@ from worker.producer import publish
 from worker.settings import get_settings
 from worker.supervisor import Supervisor
 
+OPTIONAL = ("flower", "metrics")
+
 
 def _port_open(url: str) -> bool:
     u = urlparse(url)
@@ -106,6 +108,8 @@ def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0) -> int:
             f"flower    http://127.0.0.1:{flower_port}/  user {flower_auth.split(':', 1)[0]}  "
             f"password {flower_auth.split(':', 1)[1]}"
         )
+        sup.start("metrics", ["metrics"])
+        print(f"metrics   http://{s.metrics_host}:{s.metrics_port}/metrics  (Prometheus)")
         print(
             f"publish   XADD {s.intake_stream} * message '<JSON envelope>'   "
             f"(or: ./ticketrelay publish FILE.jsonl)"
@@ -123,8 +127,15 @@ def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0) -> int:
         deadline = time.monotonic() + timeout_s
         last_view = 0.0
         view = LiveView()
+        optional_dead: set[str] = set()
         while not stopping:
-            dead = sup.dead()
+            dead = [n for n in sup.dead() if n not in optional_dead]
+            for name in [n for n in dead if n in OPTIONAL]:
+                # Flower and the exporter are for watching; their port may be taken. Say so and
+                # go on: the bookings do not need them.
+                print(f"{name} exited (port in use?); see {sup.log_dir}/{name}.log; going on without it")
+                optional_dead.add(name)
+            dead = [n for n in dead if n not in OPTIONAL]
             if dead:
                 print(f"process(es) exited: {', '.join(dead)}; see {sup.log_dir}/")
                 return 1

@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -28,6 +29,8 @@ def _env(tmp_path: Path) -> dict[str, str]:
     env["TICKETRELAY_REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
     env["TICKETRELAY_SANDBOX_URL"] = f"http://127.0.0.1:{free_port()}"
     env["TICKETRELAY_STATE_DIR"] = str(tmp_path / "state")
+    env["TICKETRELAY_FLOWER_PORT"] = str(free_port())
+    env["TICKETRELAY_METRICS_PORT"] = str(free_port())
     return env
 
 
@@ -53,6 +56,8 @@ def test_demo_issues_one_booking_per_provider(tmp_path: Path) -> None:
         )
     assert "all demo bookings issued" in proc.stdout
     assert "SANDBOX" in proc.stdout  # says plainly that no real provider was called
+    flower = next(line for line in proc.stdout.splitlines() if line.startswith("flower "))
+    assert "user ops" in flower and "password " in flower  # generated credentials are shown
 
 
 def test_dev_then_xadd_per_provider_gives_four_issued_rows(tmp_path: Path) -> None:
@@ -107,6 +112,8 @@ def test_dev_then_xadd_per_provider_gives_four_issued_rows(tmp_path: Path) -> No
             return rows if len(rows) == 4 and all(s == "issued" for _p, s in rows) else []
 
         rows = wait_for(issued, 90, "four issued rows")
+        metrics = httpx.get(f"http://127.0.0.1:{env['TICKETRELAY_METRICS_PORT']}/metrics", timeout=10).text
+        assert 'ticketrelay_bookings{account="default",provider="eguma",status="issued"} 1.0' in metrics
         assert sorted(p for p, _s in rows) == ["eguma", "fourvenues", "fourvenues_channels", "remypass"]
         results = [json.loads(f[b"result"]) for _i, f in client.xrange("ticketrelay:results")]
         assert sorted(r["status"] for r in results) == ["issued"] * 4

