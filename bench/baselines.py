@@ -84,7 +84,7 @@ def baseline_a(system: System, n: int, warmup: int = 100) -> PhaseFigures:
         return fig
     finally:
         system.monitor.remove("noop-worker")
-        system.procs.stop("noop-worker", timeout=10)
+        system.procs.stop(["noop-worker"], timeout=10)
         app.close()
         system.r.delete(stream, queue)
 

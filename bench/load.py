@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import threading
 import time
 from collections import Counter
@@ -17,7 +18,12 @@ import redis
 
 from worker.demo import demo_envelopes
 
+_SAFE = re.compile(r"[^A-Za-z0-9._:-]+")
 PROVIDERS = ("eguma", "fourvenues", "fourvenues_channels", "remypass")
+
+
+class StalledError(RuntimeError):
+    """No booking finished for a long time: the system is stuck."""
 
 
 class Envelopes:
@@ -35,7 +41,7 @@ class Envelopes:
         """(message_id, the JSON envelope) with t0 = now."""
         self.n += 1
         tpl = self.templates[self.n % len(self.templates)]
-        mid = f"bench-{self.run_id}-{phase}-{self.n}"
+        mid = f"bench-{self.run_id}-{_SAFE.sub('-', phase)}-{self.n}"
         env = dict(tpl)
         env["message_id"] = mid
         env["metadata"] = {"t0": repr(time.time()), "phase": phase}
@@ -219,11 +225,13 @@ class Publisher:
         check: Callable[[], None],
         on_progress: Callable[[int], None] | None = None,
         batch: int = 200,
+        stall_timeout: float = 60,
     ) -> None:
         """Closed loop: keeps at most `window` bookings in flight (the soak)."""
         sent = 0
         base = received()
-        last_check = time.monotonic()
+        last_check = last_change = time.monotonic()
+        last_done = 0
         while sent < n:
             done = received() - base
             room = window - (sent - done)
@@ -233,8 +241,15 @@ class Publisher:
                 sent += k
             else:
                 time.sleep(0.01)
-            if time.monotonic() - last_check > 1:
-                last_check = time.monotonic()
+            now = time.monotonic()
+            if done != last_done:
+                last_done, last_change = done, now
+            elif now - last_change > stall_timeout:
+                raise StalledError(
+                    f"{traffic.name}: nothing done for {stall_timeout:.0f}s, {sent - done} in flight"
+                )
+            if now - last_check > 1:
+                last_check = now
                 check()
                 if on_progress is not None:
                     on_progress(done)
@@ -266,7 +281,7 @@ class PhaseFigures:
         out = []
         if self.missing:
             out.append(f"{self.name}: {self.missing} of {self.n} bookings got no result")
-        not_issued = {s: c for s, c in self.statuses.items() if s != "issued"}
+        not_issued = {s: c for s, c in self.statuses.items() if s not in ("issued", "done")}
         if not_issued:
             out.append(f"{self.name}: results not issued: {not_issued}")
         return out

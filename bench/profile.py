@@ -1,8 +1,8 @@
 """py-spy profiles of the worker and intake during a 0 ms run, summarised as hot spots.
 
 py-spy writes collapsed stacks (`--format raw`; speedscope.app and flamegraph.pl open them).
-Samples are of threads that were running (py-spy leaves idle threads out), so the shares are
-of CPU time, not of waiting."""
+Samples are of the thread holding the GIL (`--gil`), so the shares are of the Python CPU time
+that limits one process, not of waiting."""
 
 from __future__ import annotations
 
@@ -27,6 +27,19 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "ticketrelay metrics": ("worker/metrics.py",),
     "ticketrelay code (self)": ("/worker/", "/tasks/", "/schemas/"),
 }
+
+
+# Leaf frames of a thread that waits. With --gil py-spy samples the last GIL holder even when
+# nobody holds it, so such samples are idle time and are left out of the percentages.
+IDLE_LEAVES = (
+    "_worker (concurrent/futures/thread.py",
+    "Condition.wait (threading.py",
+    "Event.wait (threading.py",
+    "_epoll.poll (",
+    "select (selectors.py",
+    "Queue.get (queue.py",
+    "SimpleQueue.get (",
+)
 
 
 def available() -> str | None:
@@ -60,6 +73,7 @@ def start_record(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes] |
 @dataclass
 class Hotspots:
     samples: int = 0
+    idle: int = 0
     self_pct: list[tuple[str, float]] = field(default_factory=list)
     total_pct: list[tuple[str, float]] = field(default_factory=list)
     categories: list[tuple[str, float]] = field(default_factory=list)
@@ -78,12 +92,16 @@ def summarise(path: Path, top: int = 15) -> Hotspots:
     self_c: Counter[str] = Counter()
     total_c: Counter[str] = Counter()
     cat_c: Counter[str] = Counter()
-    samples = 0
+    samples = idle_n = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count_s = line.rpartition(" ")
         if not stack or not count_s.isdigit():
             continue
         count = int(count_s)
+        leaf = stack.rsplit(";", 1)[-1]
+        if any(leaf.startswith(idle) for idle in IDLE_LEAVES):
+            idle_n += count
+            continue
         samples += count
         frames = []
         files = []
@@ -99,7 +117,8 @@ def summarise(path: Path, top: int = 15) -> Hotspots:
         # A sample counts for the innermost category found (so "ticketrelay code" means time
         # in ticketrelay's own frames, not in what it calls).
         for file in reversed(files):
-            cat = next((c for c, marks in CATEGORIES.items() if any(mk in file for mk in marks)), None)
+            path = "/" + file  # py-spy prints paths relative to sys.path: "redis/client.py"
+            cat = next((c for c, marks in CATEGORIES.items() if any(mk in path for mk in marks)), None)
             if cat is not None:
                 cat_c[cat] += count
                 break
@@ -108,6 +127,7 @@ def summarise(path: Path, top: int = 15) -> Hotspots:
     pct = 100 / max(1, samples)
     return Hotspots(
         samples=samples,
+        idle=idle_n,
         self_pct=[(n, c * pct) for n, c in self_c.most_common(top)],
         total_pct=[(n, c * pct) for n, c in total_c.most_common(top + 10) if c < samples][:top],
         categories=[(n, c * pct) for n, c in cat_c.most_common()],
@@ -117,7 +137,8 @@ def summarise(path: Path, top: int = 15) -> Hotspots:
 def render(name: str, h: Hotspots) -> str:
     if not h.samples:
         return f"### {name}: no profile\n"
-    lines = [f"### {name} ({h.samples} samples)", "", "| innermost category | % of samples |", "|---|---:|"]
+    title = f"### {name}: {h.samples} busy samples (holding the GIL; {h.idle} idle left out)"
+    lines = [title, "", "| innermost category | % of samples |", "|---|---:|"]
     lines += [f"| {n} | {p:.1f} |" for n, p in h.categories]
     lines += ["", "| self (leaf) function | % |", "|---|---:|"]
     lines += [f"| `{n}` | {p:.1f} |" for n, p in h.self_pct]

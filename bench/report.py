@@ -151,11 +151,14 @@ def proc_rows(phases: list[PhaseFigures]) -> list[list[str]]:
         )
         for name in names:
             v = p.procs[name]
-            rows.append([p.name, name, _f(p.cpu_per_1000(name), 2), _f(v["peak_rss"] / 2**20, 0)])
+            sys_share = v.get("sys_s", float("nan")) / v["cpu_s"] * 100 if v["cpu_s"] else float("nan")
+            rows.append(
+                [p.name, name, _f(p.cpu_per_1000(name), 2), _f(sys_share, 0), _f(v["peak_rss"] / 2**20, 0)]
+            )
     return rows
 
 
-PROC_HEADER = ["phase", "process", "CPU s / 1000", "peak RSS MiB"]
+PROC_HEADER = ["phase", "process", "CPU s / 1000", "% system", "peak RSS MiB"]
 
 
 @dataclass

@@ -34,6 +34,7 @@ from bench.load import (
     PhaseFigures,
     Publisher,
     ResultReader,
+    StalledError,
     Traffic,
     figures,
     parse_result,
@@ -102,6 +103,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if a.results is None:
         a.results = a.out / "RESULTS-quick.md" if a.quick else HERE / "RESULTS.md"
     return a
+
+
+def git_state() -> str:
+    """The commit measured, and the product files changed in the work tree (not bench/)."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *a], cwd=HERE.parent, capture_output=True, text=True, timeout=10
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    head = git("rev-parse", "--short", "HEAD").strip() or "?"
+    changed = [ln[3:] for ln in git("status", "--porcelain").splitlines() if not ln[3:].startswith("bench/")]
+    return f"{head}" + (
+        f" + uncommitted changes in {len(changed)} file(s): {', '.join(changed)}" if changed else ""
+    )
 
 
 def log(msg: str) -> None:
@@ -184,6 +204,7 @@ class Bench:
 
 def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
+    code_state = git_state()
     opts = Options(
         out_dir=args.out,
         redis_url=args.redis_url,
@@ -211,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
         b0.name = "B: httpx -> sandbox 0 ms"
         log(f"{b0.name}: {b0.throughput:.0f} req/s, p99 {b0.p99_ms:.0f} ms, {b0.statuses}")
         system.set_latency(args.latency_ms)
-        b250 = baseline_b(system, max(200, args.baseline_n // 4), args.concurrency)
+        b250 = baseline_b(system, args.baseline_n, args.concurrency)
         b250.name = f"B: httpx -> sandbox {args.latency_ms:g} ms"
         log(f"{b250.name}: {b250.throughput:.0f} req/s, p99 {b250.p99_ms:.0f} ms")
         system.set_latency(0)
@@ -330,7 +351,7 @@ def run(args: argparse.Namespace) -> int:
         if sandbox_faults:
             notes.append(f"sandbox faults injected: {sandbox_faults}")
         notes.append(f"rows in ticket_issuances by status: {counts}")
-    except BenchError as exc:
+    except (BenchError, StalledError) as exc:
         problems.append(f"broken: {exc}")
         log(f"ERROR: {exc}")
     except KeyboardInterrupt:
@@ -341,6 +362,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = {
         "mode": "quick" if args.quick else "full",
+        "code measured": code_state,
         "worker concurrency (thread pool)": str(args.concurrency),
         "worker processes": str(args.workers),
         "providers": "all four, round-robin" if args.providers == "all" else "e-guma only",

@@ -123,8 +123,8 @@ class Processes:
         if dead:
             raise BenchError(f"process(es) exited: {dead}; see the logs in {self.log_dir}")
 
-    def stop(self, name: str | None = None, timeout: float = 10.0) -> None:
-        names = [name] if name else list(self.procs)
+    def stop(self, only: list[str] | None = None, timeout: float = 10.0) -> None:
+        names = [n for n in self.procs if only is None or n in only]
         for n in names:
             proc = self.procs[n]
             if proc.poll() is None:
@@ -153,6 +153,7 @@ class Monitor:
         self.peak: dict[str, int] = {}
         self.samples: dict[str, list[tuple[float, int]]] = {}
         self._cpu0: dict[str, float] = {}
+        self._sys0: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-monitor", daemon=True)
@@ -190,10 +191,17 @@ class Monitor:
             pass
         return 0
 
+    def sys_cpu(self, name: str) -> float:
+        try:
+            return float(self.procs[name].cpu_times().system)
+        except (psutil.Error, KeyError):
+            return float("nan")
+
     def phase_start(self) -> None:
         with self._lock:
             names = list(self.procs)
         self._cpu0 = {n: self.cpu(n) for n in names}
+        self._sys0 = {n: self.sys_cpu(n) for n in names}
         self.peak = {n: self.rss(n) for n in names}
 
     def phase_end(self) -> dict[str, dict[str, float]]:
@@ -385,6 +393,8 @@ class System:
 
     def stop(self) -> None:
         self.monitor.close()
+        # ticketrelay first, so it does not log Redis going away; then Redis and the sandbox.
+        self.procs.stop([n for n in self.procs.procs if n not in ("redis", "sandbox")], timeout=25)
         self.procs.stop(timeout=10)
         if self.opts.redis_url and self.r is not None:
             with contextlib.suppress(redis.RedisError):

@@ -48,3 +48,22 @@ class TicketIssuance(SQLModel, table=True):
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_until: datetime | None = None
     next_attempt_at: datetime | None = None
+    # The bulk re-issuance run that last re-drove this row, and the attempts made before it:
+    # each drive gets the account's full attempt budget, `attempts` keeps counting every call.
+    reissue_run: str | None = Field(default=None, max_length=64, index=True)
+    attempts_base: int = Field(default=0, nullable=False, sa_column_kwargs={"server_default": "0"})
+
+
+class ReissueRun(SQLModel, table=True):
+    """One bulk re-issuance: its selection (to resume it) and, once finished, its report."""
+
+    __tablename__ = "reissue_runs"
+
+    run_id: str = Field(primary_key=True, max_length=64)
+    created_at: datetime = Field(nullable=False)
+    updated_at: datetime = Field(nullable=False)
+    finished_at: datetime | None = None
+    state: str = Field(max_length=16, nullable=False)  # running, stopped, done
+    selection: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    total: int = Field(default=0, nullable=False)
+    report: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))

@@ -9,6 +9,7 @@ import threading
 import time
 
 from celery import Celery
+from celery.schedules import crontab
 from celery.signals import heartbeat_sent, worker_shutting_down
 from celery.signals import setup_logging as celery_setup_logging
 
@@ -18,6 +19,33 @@ from worker.settings import Settings, get_settings
 
 ISSUE_TASK = "ticketrelay.issue"
 SWEEP_TASK = "ticketrelay.sweep"
+REISSUE_TASK = "ticketrelay.reissue_nightly"
+
+
+def _schedule(s: Settings) -> dict[str, dict[str, object]]:
+    schedule: dict[str, dict[str, object]] = {
+        "sweep": {
+            "task": SWEEP_TASK,
+            "schedule": s.sweep_interval_s,
+            "options": {"expires": s.sweep_interval_s},
+        },
+    }
+    if s.reissue_schedule.strip().lower() not in ("", "off", "none", "false"):
+        fields = s.reissue_schedule.split()
+        if len(fields) != 5:
+            raise ValueError("TICKETRELAY_REISSUE_SCHEDULE must be a 5-field cron expression or 'off'")
+        minute, hour, day_of_month, month_of_year, day_of_week = fields
+        schedule["reissue-nightly"] = {
+            "task": REISSUE_TASK,
+            "schedule": crontab(
+                minute=minute,
+                hour=hour,
+                day_of_month=day_of_month,
+                month_of_year=month_of_year,
+                day_of_week=day_of_week,
+            ),
+        }
+    return schedule
 
 
 def make_app(settings: Settings | None = None) -> Celery:
@@ -57,13 +85,7 @@ def make_app(settings: Settings | None = None) -> Celery:
         worker_enable_soft_shutdown_on_idle=True,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
-        beat_schedule={
-            "sweep": {
-                "task": SWEEP_TASK,
-                "schedule": s.sweep_interval_s,
-                "options": {"expires": s.sweep_interval_s},
-            },
-        },
+        beat_schedule=_schedule(s),
         timezone="UTC",
         enable_utc=True,
     )
@@ -73,15 +95,18 @@ def make_app(settings: Settings | None = None) -> Celery:
 app = make_app()
 
 
-def enqueue_issue(key: str, countdown: float | None = None) -> None:
-    """Send the claim-check task: it carries only the idempotency key, nothing personal."""
+def enqueue_issue(key: str, countdown: float | None = None, bulk: bool = False) -> None:
+    """Send the claim-check task: it carries only the idempotency key, nothing personal. Bulk
+    re-issuance travels on its own queue, so live bookings never wait behind a night's run."""
+    s = get_settings()
     app.send_task(
         ISSUE_TASK,
         args=[key],
+        kwargs={"bulk": True} if bulk else {},
         argsrepr=repr((key,)),
-        kwargsrepr="{}",
+        kwargsrepr="{'bulk': True}" if bulk else "{}",
         countdown=countdown,
-        queue=get_settings().queue,
+        queue=s.bulk_queue if bulk else s.queue,
     )
 
 

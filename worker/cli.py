@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.logs import setup_logging
+from worker.reissue_cli import add_arguments as reissue_args
 from worker.settings import get_accounts, get_settings
 
 
@@ -71,10 +72,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     s = get_settings()
     # The pool and concurrency come from the app's configuration (worker.app): the thread pool
     # there is a subclass that can be shut down within a bound.
+    queues = (
+        []
+        if any(a in ("-Q", "--queues") or a.startswith("--queues=") for a in args.celery_args)
+        else ["-Q", f"{s.queue},{s.bulk_queue}"]
+    )
     argv = [
         "worker",
-        "-Q",
-        s.queue,
+        *queues,
         "-E",
         "--without-mingle",
         "--without-gossip",
@@ -157,6 +162,13 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return metrics_main(args.metrics_args)
 
 
+def cmd_reissue(args: argparse.Namespace) -> int:
+    from worker.reissue_cli import run
+
+    setup_logging("WARNING")
+    return run(args)
+
+
 def cmd_schema(_args: argparse.Namespace) -> int:
     from schemas.jsonschema import envelope_json_schema
 
@@ -209,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("metrics_args", nargs=argparse.REMAINDER)
     sp.set_defaults(fn=cmd_metrics)
+    sp = sub.add_parser("reissue", help="bulk re-issuance: re-drive failed bookings, or a JSONL export")
+    reissue_args(sp)
+    sp.set_defaults(fn=cmd_reissue)
     sub.add_parser("schema", help="print the envelope's JSON Schema").set_defaults(fn=cmd_schema)
     sp = sub.add_parser("dev", help="everything on one machine, embedded defaults")
     sp.add_argument("--demo", action="store_true", help="publish sample bookings of every provider")

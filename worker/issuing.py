@@ -21,6 +21,7 @@ from worker import ledger, metrics
 from worker.backoff import next_delay
 from worker.providers import build_client, get_provider
 from worker.providers.base import Attempt, Outcome, OutcomeKind
+from worker.ratelimit import Limit, Permit, RateLimiter
 from worker.results import publish_result, result_from_row
 from worker.settings import AccountConfig, Settings
 
@@ -34,6 +35,7 @@ class Deps:
     settings: Settings
     accounts: dict[tuple[str, str], AccountConfig]
     clients: ClientCache
+    limiter: RateLimiter | None = None
 
 
 class ClientCache:
@@ -97,7 +99,7 @@ def _give_up(deps: Deps, row: TicketIssuance, token: str | None, max_attempts: i
     ledger.record_final_error(deps.engine, row.idempotency_key, token, status, error, in_doubt)
 
 
-def process(deps: Deps, key: str) -> Next:
+def process(deps: Deps, key: str, bulk: bool = False) -> Next:
     row = ledger.get(deps.engine, key)
     if row is None:
         log.warning("unknown key", extra={"event": "unknown_key", "idempotency_key": key})
@@ -127,10 +129,29 @@ def process(deps: Deps, key: str) -> Next:
         )
         return _finish(deps, key)
 
-    if row.attempts >= account.max_attempts:
+    if row.attempts - row.attempts_base >= account.max_attempts:
         _give_up(deps, row, None, account.max_attempts, row.in_doubt or row.status == Status.IN_PROGRESS)
         return _finish(deps, key)
 
+    # The account's shared rate limit, before the claim: waiting must not hold the lease. Live
+    # work waits in the thread a little; bulk work never does, it comes back later.
+    limit = Limit(account.rate_limit_per_s, account.max_concurrent)
+    permit = (
+        deps.limiter.acquire(row.provider, row.account, limit, bulk=bulk, max_wait_s=0.0 if bulk else 2.0)
+        if deps.limiter is not None
+        else Permit(True, 0.0)
+    )
+    if not permit.granted:
+        return Next(countdown=max(permit.wait_s, 0.05))
+    try:
+        return _claim_and_call(deps, row, account, permit)
+    finally:
+        if deps.limiter is not None:
+            deps.limiter.release(row.provider, row.account, permit)
+
+
+def _claim_and_call(deps: Deps, row: TicketIssuance, account: AccountConfig, permit: Permit) -> Next:
+    key = row.idempotency_key
     token = uuid.uuid4().hex
     if not ledger.claim(deps.engine, row, token, deps.settings.lease_s):
         log.info("lost claim", extra={"event": "skipped", "reason": "claimed_elsewhere", **_ctx(row)})
@@ -175,7 +196,10 @@ def _record(
         ok = ledger.record_final_error(deps.engine, key, token, Status.NEEDS_REVIEW, error, True)
     else:
         account = attempt.account
-        if attempt.number >= account.max_attempts:
+        if outcome.error is not None and outcome.error.http_status == 429 and deps.limiter is not None:
+            # The provider's limit is lower than ours: slow the whole account down for a while.
+            deps.limiter.penalise(row.provider, row.account, for_s=max(30.0, outcome.retry_after_s or 0.0))
+        if attempt.number - row.attempts_base >= account.max_attempts:
             row_now = ledger.get(deps.engine, key)
             assert row_now is not None
             row_now.error_type, row_now.error_message = error.type, error.message

@@ -51,6 +51,7 @@ from schemas.statuses import ACTIVE_STATUSES, Status
 from worker import ledger
 from worker.db import make_engine
 from worker.metrics import CALL_BUCKET, CALL_BUCKETS, CALL_SUM, CALLS, DEAD_LETTERS, RETRIES
+from worker.reissue import running_runs
 from worker.settings import AccountsError, Settings, get_accounts, get_settings
 
 log = logging.getLogger("ticketrelay.metrics")
@@ -70,6 +71,7 @@ def _queue_lists(queue: str) -> list[str]:
 @dataclass
 class RedisSnapshot:
     queue_length: int = 0
+    bulk_queue_length: int = 0
     unacked: int = 0
     intake_length: int = 0
     intake_pending: int = 0
@@ -111,7 +113,7 @@ class TicketrelayCollector(Collector):
     def read_redis(self) -> RedisSnapshot:
         s = self.settings
         pipe = self.client.pipeline(transaction=False)
-        lists = _queue_lists(s.queue)
+        lists = _queue_lists(s.queue) + _queue_lists(s.bulk_queue)
         for name in lists:
             pipe.llen(name)
         pipe.hlen(_UNACKED_KEY)
@@ -127,7 +129,8 @@ class TicketrelayCollector(Collector):
         n = len(lists)
         queue_lens, (unacked, intake_len, groups, results_len, dead_len, events) = replies[:n], replies[n:]
         snap = RedisSnapshot(
-            queue_length=sum(_int(x) for x in queue_lens),
+            queue_length=sum(_int(x) for x in queue_lens[: len(lists) // 2]),
+            bulk_queue_length=sum(_int(x) for x in queue_lens[len(lists) // 2 :]),
             unacked=_int(unacked),
             intake_length=_int(intake_len),
             results_length=_int(results_len),
@@ -194,6 +197,8 @@ class TicketrelayCollector(Collector):
         yield up
         if sql is not None:
             yield from self._sql_metrics(sql)
+            with contextlib.suppress(Exception):  # a missing table must not cost the rest
+                yield self._reissue_metric()
         if red is not None:
             yield from self._redis_metrics(red)
             yield from self._event_metrics(red.events)
@@ -229,6 +234,18 @@ class TicketrelayCollector(Collector):
             oldest.add_metric([provider], round(age, 3))
         yield oldest
 
+    def _reissue_metric(self) -> Metric:
+        runs = GaugeMetricFamily(
+            "ticketrelay_reissue_run_bookings",
+            'Bookings of each running bulk re-issuance by status; status="total" is what the run selected.',
+            labels=["run", "status"],
+        )
+        for run in running_runs(self.engine):
+            runs.add_metric([run["run_id"], "total"], run["total"])
+            for status, n in sorted(run["by_status"].items()):
+                runs.add_metric([run["run_id"], status], n)
+        return runs
+
     def _redis_metrics(self, r: RedisSnapshot) -> Iterator[Metric]:
         s = self.settings
         queue = GaugeMetricFamily(
@@ -237,6 +254,7 @@ class TicketrelayCollector(Collector):
             labels=["queue"],
         )
         queue.add_metric([s.queue], r.queue_length)
+        queue.add_metric([s.bulk_queue], r.bulk_queue_length)
         yield queue
         yield GaugeMetricFamily(
             "ticketrelay_celery_unacked_messages",

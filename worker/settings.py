@@ -47,6 +47,8 @@ class Settings(BaseSettings):
 
     # Celery
     queue: str = "ticketrelay"
+    # Bulk re-issuance tasks travel on their own queue (see worker/reissue.py).
+    bulk_queue: str = "ticketrelay.bulk"
     visibility_timeout_s: int = 600
     task_time_limit_s: int = 120
     worker_concurrency: int = 32
@@ -60,6 +62,18 @@ class Settings(BaseSettings):
     default_max_attempts: int = 8
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 300.0
+
+    # Rate limits applied to every account that sets none of its own (None: no limit).
+    default_rate_limit_per_s: float | None = None
+    default_max_concurrent: int | None = None
+
+    # Bulk re-issuance
+    # Cron expression (UTC) of the nightly run, or "off".
+    reissue_schedule: str = "0 3 * * *"
+    # What the nightly run selects: space-separated key=value (see `ticketrelay reissue --help`).
+    reissue_selection: str = "status=failed retryable=true since=24h"
+    # Rows of a run in flight at once: the feeder tops the bulk queue up to this.
+    reissue_window: int = 200
 
     # Sweeper (Celery beat)
     sweep_interval_s: float = 15.0
@@ -96,6 +110,7 @@ class AccountConfig(BaseModel):
     timeout_s: float = 15.0
     max_attempts: int = Field(8, ge=1, le=100)
     rate_limit_per_s: float | None = None
+    max_concurrent: int | None = Field(None, ge=1)
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 300.0
 
@@ -134,6 +149,8 @@ def _defaults(settings: Settings | None) -> dict[str, Any]:
         "max_attempts": s.default_max_attempts,
         "backoff_base_s": s.backoff_base_s,
         "backoff_cap_s": s.backoff_cap_s,
+        "rate_limit_per_s": s.default_rate_limit_per_s,
+        "max_concurrent": s.default_max_concurrent,
     }
 
 

@@ -8,9 +8,10 @@ from typing import Any
 import redis
 from sqlalchemy import func, select
 
-from schemas.statuses import ACTIVE_STATUSES
+from schemas.statuses import ACTIVE_STATUSES, FINAL_STATUSES
 from worker import ledger
 from worker.db import get_engine
+from worker.reissue import running_runs
 from worker.settings import Settings
 
 
@@ -43,6 +44,10 @@ def collect(settings: Settings) -> dict[str, Any]:
         ).scalar()
     oldest = ledger._aware(oldest)
     out["bookings"] = {"by_status": by_status, "by_provider": by_provider}
+    out["reissue_runs"] = [
+        {**run, "done": sum(n for st, n in run["by_status"].items() if st in FINAL_STATUSES)}
+        for run in running_runs(engine)
+    ]
     out["oldest_unfinished_age_s"] = (
         round((ledger.utcnow() - oldest).total_seconds(), 1) if oldest is not None else None
     )
@@ -59,6 +64,11 @@ def render(data: dict[str, Any]) -> str:
     lines.append("bookings by provider:")
     for provider, statuses in sorted(data["bookings"]["by_provider"].items()):
         lines.append(f"  {provider:<20} " + ", ".join(f"{s}={n}" for s, n in sorted(statuses.items())))
+    for run in data.get("reissue_runs", []):
+        lines.append(
+            f"reissue run {run['run_id']}: {run['done']}/{run['total']} done "
+            + ", ".join(f"{k}={v}" for k, v in sorted(run["by_status"].items()))
+        )
     age = data["oldest_unfinished_age_s"]
     lines.append(f"oldest unfinished booking: {'none' if age is None else f'{age} s'}")
     return "\n".join(lines)
