@@ -99,7 +99,7 @@ class ResultReader:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                resp = self.client.xread({self.stream: self.last_id}, count=2000, block=200)
+                resp: Any = self.client.xread({self.stream: self.last_id}, count=2000, block=200)
                 now = time.time()
                 for _stream, entries in resp or []:
                     for entry_id, fields in entries:

@@ -116,9 +116,9 @@ def summarise(path: Path, top: int = 15) -> Hotspots:
             total_c[name] += count
         # A sample counts for the innermost category found (so "ticketrelay code" means time
         # in ticketrelay's own frames, not in what it calls).
-        for file in reversed(files):
-            path = "/" + file  # py-spy prints paths relative to sys.path: "redis/client.py"
-            cat = next((c for c, marks in CATEGORIES.items() if any(mk in path for mk in marks)), None)
+        for frame_file in reversed(files):
+            where = "/" + frame_file  # py-spy prints paths relative to sys.path: "redis/client.py"
+            cat = next((c for c, marks in CATEGORIES.items() if any(mk in where for mk in marks)), None)
             if cat is not None:
                 cat_c[cat] += count
                 break

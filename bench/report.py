@@ -230,6 +230,24 @@ class Report:
         ]
         if self.soak:
             parts += ["## Soak", "", md_table(["", ""], self.soak), ""]
+        cmd_rows = [
+            [
+                p.name,
+                str(round(sum(p.extra["redis_commands_per_booking"].values()), 1)),
+                ", ".join(f"{k} {v:g}" for k, v in p.extra["redis_commands_per_booking"].items()),
+            ]
+            for p in self.phases
+            if p.extra.get("redis_commands_per_booking")
+        ]
+        if cmd_rows:
+            parts += [
+                "## Redis commands per booking (INFO commandstats, all clients)",
+                "",
+                "Includes the benchmark's own XADD (1 per booking) and its XREADs.",
+                "",
+                md_table(["phase", "total", "by command"], cmd_rows),
+                "",
+            ]
         if self.profile_md:
             parts += ["## Profile (py-spy, 0 ms)", "", self.profile_md, ""]
         parts += ["## Problems", ""]

@@ -137,6 +137,7 @@ class Bench:
         providers = PROVIDERS if args.providers == "all" else ("eguma",)
         self.envelopes = Envelopes(system.run_id, providers)
         self.pub = Publisher(self.r, system.names.intake_stream, self.envelopes)
+        self._cmds0: dict[str, int] = {}
 
     def check(self) -> None:
         self.sys.procs.check()
@@ -145,10 +146,25 @@ class Bench:
         stream = self.sys.names.results_stream
         return ResultReader(self.r, stream, stream_tail(self.r, stream), parse_result)
 
+    def _commandstats(self) -> dict[str, int]:
+        stats = self.r.info("commandstats")
+        return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items() if isinstance(v, dict)}
+
+    def _start(self) -> None:
+        self.sys.monitor.phase_start()
+        self._cmds0 = self._commandstats()
+
     def _finish(self, name: str, traffic: Traffic, reader: ResultReader, stall_s: float = 60) -> PhaseFigures:
         missing = reader.wait(set(traffic.sent), stall_s, self.check)
         fig = figures(name, traffic, reader, missing)
         fig.procs = self.sys.monitor.phase_end()
+        cmds = self._commandstats()
+        per = {k: (v - self._cmds0.get(k, 0)) / max(1, fig.done) for k, v in cmds.items()}
+        # Redis commands per booking, all clients (the benchmark's own: 1 XADD per booking
+        # plus a few XREADs per second).
+        fig.extra["redis_commands_per_booking"] = {
+            k: round(v, 2) for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.01
+        }
         reader.stop()
         log(
             f"{name}: {fig.done}/{fig.n} in {fig.seconds:.1f}s = {fig.throughput:.1f}/s, "
@@ -170,14 +186,14 @@ class Bench:
 
     def burst(self, name: str, n: int) -> PhaseFigures:
         reader = self.reader()
-        self.sys.monitor.phase_start()
+        self._start()
         traffic = Traffic(name)
         self.pub.burst(traffic, n)
         return self._finish(name, traffic, reader)
 
     def open_loop(self, name: str, rate: float, seconds: float) -> PhaseFigures:
         reader = self.reader()
-        self.sys.monitor.phase_start()
+        self._start()
         traffic = Traffic(name)
         n = max(1, int(rate * seconds))
         self.pub.at_rate(traffic, n, rate, self.check)
@@ -187,7 +203,7 @@ class Bench:
 
     def windowed(self, name: str, n: int, window: int, track: str | None = None) -> PhaseFigures:
         reader = self.reader()
-        self.sys.monitor.phase_start()
+        self._start()
         traffic = Traffic(name)
         marks = {int(n * k / 10) for k in range(1, 10)}
 

@@ -40,6 +40,11 @@ def _cached_engine(url: str, pool_size: int) -> Engine:
     return make_engine(url, pool_size)
 
 
+def engine_for(url: str, pool_size: int = 4) -> Engine:
+    """A shared engine for this URL (one pool per process and URL)."""
+    return _cached_engine(url, pool_size)
+
+
 def get_engine() -> Engine:
     settings = get_settings()
     return _cached_engine(settings.database_url, max(10, settings.worker_concurrency + 4))

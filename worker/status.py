@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from schemas.statuses import ACTIVE_STATUSES, FINAL_STATUSES
 from worker import ledger
-from worker.db import get_engine
+from worker.db import engine_for
 from worker.reissue import running_runs
 from worker.settings import Settings
 
@@ -31,7 +31,7 @@ def collect(settings: Settings) -> dict[str, Any]:
         }
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         out["redis"] = {"error": f"unreachable: {type(exc).__name__}"}
-    engine = get_engine()
+    engine = engine_for(settings.database_url)
     counts = ledger.counts_by_status(engine)
     by_status: dict[str, int] = {}
     by_provider: dict[str, dict[str, int]] = {}

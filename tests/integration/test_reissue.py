@@ -300,3 +300,35 @@ def test_selection_spec_and_schedule() -> None:
     assert "reissue-nightly" not in _schedule(Settings(reissue_schedule="off"))
     with pytest.raises(ValueError):
         _schedule(Settings(reissue_schedule="3am"))
+
+
+def test_a_running_run_shows_in_status_and_metrics(h: Harness, redis_url: str, sqlite_url: str) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from worker.metrics_server import MetricsServer
+    from worker.status import collect
+
+    h.sandbox.set_faults("eguma", fail_next=[{"status": 503}] * 6)
+    keys = [h.accept("eguma", f"s{i}") for i in range(2)]
+    for k in keys:
+        assert h.work(k) == "failed"
+    run = h.run(Selection(), run_id="visible-run")
+    run.load_or_create()
+    run._set_total(2)
+    for row in run._next_batch(10):
+        run.drive(row)
+    settings = h.settings.model_copy(update={"redis_url": redis_url, "database_url": sqlite_url})
+    [shown] = collect(settings)["reissue_runs"]
+    assert shown["run_id"] == "visible-run" and shown["total"] == 2 and shown["by_status"] == {"queued": 2}
+    server = MetricsServer(settings, "127.0.0.1", 0).start()
+    try:
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    finally:
+        server.stop()
+    samples = {
+        (s.labels["run"], s.labels["status"]): s.value
+        for fam in text_string_to_metric_families(text)
+        if fam.name == "ticketrelay_reissue_run_bookings"
+        for s in fam.samples
+    }
+    assert samples == {("visible-run", "total"): 2.0, ("visible-run", "queued"): 2.0}

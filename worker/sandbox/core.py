@@ -12,7 +12,7 @@ import json
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
@@ -121,6 +121,8 @@ class Tally:
     faults: Counter[str] = field(default_factory=Counter)
     creations: Counter[str] = field(default_factory=Counter)  # per booking identity
     creations_by_request: Counter[str] = field(default_factory=Counter)
+    # Arrival times of the latest requests, to check rate limits from the provider's side.
+    arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
     def created(self, identities: list[str], request_key: str, tickets: int) -> None:
         for identity in identities:
@@ -135,6 +137,7 @@ class Tally:
             "faults": dict(self.faults),
             "creations": dict(self.creations),
             "creations_by_request": dict(self.creations_by_request),
+            "recent_arrivals": list(self.arrivals),
         }
 
 
@@ -266,6 +269,7 @@ class Sandbox:
         with self._lock:
             faults, tally = self._faults[sim.name], self._tallies[sim.name]
             tally.requests += 1
+            tally.arrivals.append(time.time())
             fault = self._pick_fault(faults)
             ctx = SimContext(faults, tally, self._rng, self._keys)
         latency = faults.latency_ms / 1000.0
