@@ -210,6 +210,7 @@ class Monitor:
         return {
             n: {
                 "cpu_s": self.cpu(n) - self._cpu0.get(n, float("nan")),
+                "sys_s": self.sys_cpu(n) - self._sys0.get(n, float("nan")),
                 "peak_rss": float(self.peak.get(n, 0)),
             }
             for n in names

@@ -84,19 +84,38 @@ def publish_final(deps: Deps, row: TicketIssuance) -> None:
     ledger.mark_callback_sent(deps.engine, row.idempotency_key)
 
 
-def _give_up(deps: Deps, row: TicketIssuance, token: str | None, max_attempts: int, in_doubt: bool) -> None:
+def _give_up(
+    deps: Deps,
+    row: TicketIssuance,
+    token: str | None,
+    attempts: int,
+    max_attempts: int,
+    in_doubt: bool,
+    last: ResultError | None,
+) -> TicketIssuance | None:
     # Out of attempts while an earlier call may have created tickets (a timeout, a 500, a 409
     # "in progress"): that is exactly `needs_review`, never a `failed` that says "no ticket".
     # A re-drive with the same key (ticketrelay reissue) can still confirm it later.
     status = Status.NEEDS_REVIEW if in_doubt else Status.FAILED
-    last = f" (last error: {row.error_type}: {row.error_message})" if row.error_type else ""
+    detail = f" (last error: {last.type}: {last.message})" if last is not None else ""
     error = ResultError(
         type="retries_exhausted",
-        message=f"gave up after {row.attempts} of {max_attempts} attempts{last}",
-        http_status=row.http_status,
+        message=f"gave up after {attempts - row.attempts_base} of {max_attempts} attempts{detail}",
+        http_status=last.http_status if last is not None else None,
         retryable=True,
     )
-    ledger.record_final_error(deps.engine, row.idempotency_key, token, status, error, in_doubt)
+    return ledger.record_final_error(deps.engine, row.idempotency_key, token, status, error, in_doubt)
+
+
+def _last_error(row: TicketIssuance) -> ResultError | None:
+    if row.error_type is None:
+        return None
+    return ResultError(
+        type=row.error_type,
+        message=row.error_message or "",
+        http_status=row.http_status,
+        retryable=bool(row.error_retryable),
+    )
 
 
 def process(deps: Deps, key: str, bulk: bool = False) -> Next:
@@ -119,19 +138,16 @@ def process(deps: Deps, key: str, bulk: bool = False) -> Next:
         reason = (account.missing_credentials() if account else None) or (
             f"no account {row.account!r} is configured for provider {row.provider}"
         )
-        ledger.record_final_error(
-            deps.engine,
-            key,
-            None,
-            Status.FAILED,
-            ResultError(type="configuration_error", message=reason),
-            row.in_doubt,
+        error = ResultError(type="configuration_error", message=reason)
+        return _finish(
+            deps, ledger.record_final_error(deps.engine, key, None, Status.FAILED, error, row.in_doubt)
         )
-        return _finish(deps, key)
 
     if row.attempts - row.attempts_base >= account.max_attempts:
-        _give_up(deps, row, None, account.max_attempts, row.in_doubt or row.status == Status.IN_PROGRESS)
-        return _finish(deps, key)
+        in_doubt = row.in_doubt or row.status == Status.IN_PROGRESS
+        return _finish(
+            deps, _give_up(deps, row, None, row.attempts, account.max_attempts, in_doubt, _last_error(row))
+        )
 
     # The account's shared rate limit, before the claim: waiting must not hold the lease. Live
     # work waits in the thread a little; bulk work never does, it comes back later.
@@ -188,41 +204,38 @@ def _record(
     in_doubt = attempt.in_doubt or outcome.may_have_created
     error = outcome.error or ResultError(type="unknown", message="no error detail", retryable=True)
 
+    recorded: TicketIssuance | None
     if outcome.kind == OutcomeKind.ISSUED:
-        ok = ledger.record_issued(deps.engine, key, token, outcome.tickets, outcome.provider_reference)
+        recorded = ledger.record_issued(deps.engine, key, token, outcome.tickets, outcome.provider_reference)
     elif outcome.kind == OutcomeKind.FAILED:
-        ok = ledger.record_final_error(deps.engine, key, token, Status.FAILED, error, in_doubt)
+        recorded = ledger.record_final_error(deps.engine, key, token, Status.FAILED, error, in_doubt)
     elif outcome.kind == OutcomeKind.NEEDS_REVIEW:
-        ok = ledger.record_final_error(deps.engine, key, token, Status.NEEDS_REVIEW, error, True)
+        recorded = ledger.record_final_error(deps.engine, key, token, Status.NEEDS_REVIEW, error, True)
     else:
         account = attempt.account
         if outcome.error is not None and outcome.error.http_status == 429 and deps.limiter is not None:
             # The provider's limit is lower than ours: slow the whole account down for a while.
             deps.limiter.penalise(row.provider, row.account, for_s=max(30.0, outcome.retry_after_s or 0.0))
         if attempt.number - row.attempts_base >= account.max_attempts:
-            row_now = ledger.get(deps.engine, key)
-            assert row_now is not None
-            row_now.error_type, row_now.error_message = error.type, error.message
-            row_now.http_status = error.http_status
-            _give_up(deps, row_now, token, account.max_attempts, in_doubt)
-            return _finish(deps, key)
-        delay = next_delay(
-            attempt.number, account.backoff_base_s, account.backoff_cap_s, outcome.retry_after_s
-        )
-        ok = ledger.record_retry(deps.engine, key, token, error, in_doubt, delay)
-        if not ok:
-            return Next()
-        # Longer waits are parked in next_attempt_at for the sweeper: a Celery countdown longer
-        # than the visibility timeout would be delivered twice.
-        return Next(countdown=delay) if delay <= deps.settings.max_countdown_s else Next()
-    if not ok:
+            recorded = _give_up(deps, row, token, attempt.number, account.max_attempts, in_doubt, error)
+        else:
+            delay = next_delay(
+                attempt.number, account.backoff_base_s, account.backoff_cap_s, outcome.retry_after_s
+            )
+            if ledger.record_retry(deps.engine, key, token, error, in_doubt, delay) is None:
+                log.warning("lease lost before recording", extra={"event": "lease_lost", **ctx})
+                return Next()
+            # Longer waits are parked in next_attempt_at for the sweeper: a Celery countdown longer
+            # than the visibility timeout would be delivered twice.
+            return Next(countdown=delay) if delay <= deps.settings.max_countdown_s else Next()
+    if recorded is None:
         log.warning("lease lost before recording", extra={"event": "lease_lost", **ctx})
         return Next()
-    return _finish(deps, key)
+    return _finish(deps, recorded)
 
 
-def _finish(deps: Deps, key: str) -> Next:
-    row = ledger.get(deps.engine, key)
+def _finish(deps: Deps, row: TicketIssuance | None) -> Next:
+    """Publish a row that is final, as recorded (no second read)."""
     if row is not None and ledger.is_final(row):
         publish_final(deps, row)
         log.info("final", extra={"event": "final", "status": row.status, **_ctx(row)})

@@ -156,7 +156,9 @@ def _finish(
     key: str,
     token: str | None,
     values: dict[str, Any],
-) -> bool:
+) -> TicketIssuance | None:
+    """The row as recorded (UPDATE ... RETURNING: no second read), or None when this caller
+    may not record (lease lost, or already final)."""
     now = utcnow()
     values = {**values, "updated_at": now, "lease_owner": None, "lease_until": None}
     if values.get("status") in FINAL_STATUSES:
@@ -169,7 +171,8 @@ def _finish(
     else:
         conds.append(C.status.not_in(list(FINAL_STATUSES)))
     with engine.begin() as conn:
-        return conn.execute(update(T).where(and_(*conds)).values(**values)).rowcount == 1
+        row = conn.execute(update(T).where(and_(*conds)).values(**values).returning(*T.c)).mappings().first()
+    return TicketIssuance(**row) if row is not None else None
 
 
 def _error_values(error: ResultError | None) -> dict[str, Any]:
@@ -189,7 +192,7 @@ def record_issued(
     token: str,
     tickets: list[Ticket],
     provider_reference: str | None,
-) -> bool:
+) -> TicketIssuance | None:
     return _finish(
         engine,
         key,
@@ -206,13 +209,13 @@ def record_issued(
 
 def record_final_error(
     engine: Engine, key: str, token: str | None, status: Status, error: ResultError, in_doubt: bool
-) -> bool:
+) -> TicketIssuance | None:
     return _finish(engine, key, token, {"status": status.value, "in_doubt": in_doubt, **_error_values(error)})
 
 
 def record_retry(
     engine: Engine, key: str, token: str, error: ResultError, in_doubt: bool, delay_s: float
-) -> bool:
+) -> TicketIssuance | None:
     values = {
         "status": Status.RETRYING.value,
         "in_doubt": in_doubt,

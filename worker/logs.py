@@ -41,3 +41,8 @@ def setup_logging(level: str | None = None) -> None:
     # httpx logs every request URL at INFO; e-guma's URL carries the API key.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    if root.level > logging.DEBUG:
+        # Celery's "Task ... received" / "succeeded" lines repeat what our provider_call and
+        # final events say, with less; at two lines per booking they cost measurable CPU.
+        logging.getLogger("celery.worker.strategy").setLevel(logging.WARNING)
+        logging.getLogger("celery.app.trace").setLevel(logging.WARNING)

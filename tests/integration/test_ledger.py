@@ -67,8 +67,10 @@ def test_issued_is_recorded_only_by_the_lease_holder(engine: Engine) -> None:
     row = ledger.get(engine, b.idempotency_key)
     assert row is not None and ledger.claim(engine, row, "mine", 30)
     tickets = [Ticket(ticket_id=None, code="4666825950402448933", category="c1")]
-    assert ledger.record_issued(engine, b.idempotency_key, "someone-else", tickets, "B-1") is False
-    assert ledger.record_issued(engine, b.idempotency_key, "mine", tickets, "B-1") is True
+    assert ledger.record_issued(engine, b.idempotency_key, "someone-else", tickets, "B-1") is None
+    recorded = ledger.record_issued(engine, b.idempotency_key, "mine", tickets, "B-1")
+    assert recorded is not None and recorded.status == Status.ISSUED  # the row as recorded
+    assert recorded.provider_reference == "B-1" and recorded.attempts == 1
     done = ledger.get(engine, b.idempotency_key)
     assert done is not None and done.status == Status.ISSUED
     assert done.tickets == [
@@ -109,7 +111,7 @@ def test_takeover_of_an_expired_lease_is_in_doubt(engine: Engine) -> None:
     taken = ledger.get(engine, b.idempotency_key)
     assert taken is not None and taken.in_doubt is True and taken.attempts == 2
     # The dead worker's late answer is ignored.
-    assert ledger.record_issued(engine, b.idempotency_key, "dead-worker", [], None) is False
+    assert ledger.record_issued(engine, b.idempotency_key, "dead-worker", [], None) is None
 
 
 def test_sweeper_queries(engine: Engine) -> None:
