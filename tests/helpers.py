@@ -6,7 +6,12 @@ import copy
 import json
 from typing import Any
 
+from sqlalchemy import Engine
+
+from worker import ledger
 from worker.demo import demo_envelopes
+from worker.settings import Settings, sandbox_accounts
+from worker.validation import Accepted, validate_entry
 
 CUSTOMER_EMAIL = "jane.secret-customer@example.com"
 CUSTOMER_NAME = "Jane Secretcustomer"
@@ -29,3 +34,13 @@ def envelope(provider: str, message_id: str, **changes: Any) -> dict[str, Any]:
 def entry(env: dict[str, Any] | str) -> dict[bytes, bytes]:
     text = env if isinstance(env, str) else json.dumps(env)
     return {b"message": text.encode()}
+
+
+def accept_booking(engine: Engine, provider: str, mid: str, **payload_changes: Any) -> str:
+    """Write the queued row intake would write for a valid envelope; returns its key."""
+    env = envelope(provider, mid)
+    env["payload"].update(payload_changes)
+    verdict = validate_entry(entry(env), Settings(), sandbox_accounts("http://sandbox"))
+    assert isinstance(verdict, Accepted), verdict
+    ledger.create_queued(engine, verdict.booking())
+    return verdict.idempotency_key

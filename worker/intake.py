@@ -67,18 +67,7 @@ class Intake:
         return self._accept(entry_id, fields, verdict)
 
     def _accept(self, entry_id: str, fields: dict[Any, Any], ok: Accepted) -> str:
-        env = ok.envelope
-        booking = ledger.NewBooking(
-            idempotency_key=ok.idempotency_key,
-            message_id=env.message_id,
-            provider=env.provider,
-            account=env.account,
-            generation=0,
-            payload=env.payload,
-            payload_sha256=ok.payload_sha256,
-            reply_to=ok.reply_to,
-            metadata=env.metadata,
-        )
+        booking = ok.booking()
         if ledger.create_queued(self.engine, booking):
             self.enqueue(ok.idempotency_key)
             log.info("accepted", extra={"event": "accepted", **self._ids(booking)})

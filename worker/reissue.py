@@ -317,18 +317,7 @@ class Run:
             self.skipped[self._drive_envelope(verdict)] += 1
 
     def _drive_envelope(self, ok: Accepted) -> str:
-        env = ok.envelope
-        booking = ledger.NewBooking(
-            idempotency_key=ok.idempotency_key,
-            message_id=env.message_id,
-            provider=env.provider,
-            account=env.account,
-            generation=0,
-            payload=env.payload,
-            payload_sha256=ok.payload_sha256,
-            reply_to=ok.reply_to,
-            metadata=env.metadata,
-        )
+        booking = ok.booking()
         if ledger.create_queued(self.engine, booking):
             with self.engine.begin() as conn:
                 conn.execute(

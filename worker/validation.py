@@ -14,6 +14,7 @@ from schemas.envelope import ACCOUNT_PATTERN, MESSAGE_ID_PATTERN, PROVIDERS, Env
 from schemas.errors import describe
 from schemas.keys import idempotency_key
 from schemas.payloads import PAYLOAD_MODELS
+from worker.ledger import NewBooking
 from worker.settings import AccountConfig, Settings
 
 _MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
@@ -28,6 +29,21 @@ class Accepted:
     idempotency_key: str
     reply_to: str
     payload_sha256: str
+
+    def booking(self) -> NewBooking:
+        """The ledger row this message becomes (generation 0: a producer's message)."""
+        env = self.envelope
+        return NewBooking(
+            idempotency_key=self.idempotency_key,
+            message_id=env.message_id,
+            provider=env.provider,
+            account=env.account,
+            generation=0,
+            payload=env.payload,
+            payload_sha256=self.payload_sha256,
+            reply_to=self.reply_to,
+            metadata=env.metadata,
+        )
 
 
 @dataclass(frozen=True)

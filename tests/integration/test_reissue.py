@@ -14,7 +14,7 @@ import redis
 from sqlalchemy import func, select
 
 from schemas.keys import idempotency_key
-from tests.helpers import envelope
+from tests.helpers import accept_booking, envelope
 from worker import issuing, ledger
 from worker.db import make_engine
 from worker.providers import build_client
@@ -54,24 +54,7 @@ class Harness:
         self.enqueued.append(key)
 
     def accept(self, provider: str, mid: str, **payload_changes: Any) -> str:
-        env = envelope(provider, mid)
-        env["payload"].update(payload_changes)
-        key = idempotency_key(provider, "default", mid)
-        ledger.create_queued(
-            self.deps.engine,
-            ledger.NewBooking(
-                idempotency_key=key,
-                message_id=mid,
-                provider=provider,
-                account="default",
-                generation=0,
-                payload=env["payload"],
-                payload_sha256=payload_hash(env["payload"]),
-                reply_to="ticketrelay:results",
-                metadata={},
-            ),
-        )
-        return key
+        return accept_booking(self.deps.engine, provider, mid, **payload_changes)
 
     def work(self, key: str) -> str:
         """Run the issue task for `key` until its row is final, as workers would."""

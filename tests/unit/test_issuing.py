@@ -12,14 +12,12 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from schemas.keys import idempotency_key
-from tests.helpers import envelope
+from tests.helpers import accept_booking
 from worker import issuing, ledger
 from worker.db import make_engine
 from worker.providers import build_client
 from worker.sandbox.core import Sandbox
 from worker.settings import AccountConfig, Settings, sandbox_accounts
-from worker.validation import payload_hash
 
 
 @pytest.fixture
@@ -45,23 +43,7 @@ def deps(sqlite_url: str, sandbox: Sandbox) -> issuing.Deps:
 
 
 def accept(engine: Engine, provider: str, mid: str) -> str:
-    env = envelope(provider, mid)
-    key = idempotency_key(provider, "default", mid)
-    ledger.create_queued(
-        engine,
-        ledger.NewBooking(
-            idempotency_key=key,
-            message_id=mid,
-            provider=provider,
-            account="default",
-            generation=0,
-            payload=env["payload"],
-            payload_sha256=payload_hash(env["payload"]),
-            reply_to="ticketrelay:results",
-            metadata={},
-        ),
-    )
-    return key
+    return accept_booking(engine, provider, mid)
 
 
 def results(deps: issuing.Deps) -> list[dict[str, Any]]:
