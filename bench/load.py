@@ -203,11 +203,19 @@ class Publisher:
             self._send(traffic, k)
             left -= k
 
-    def at_rate(self, traffic: Traffic, n: int, rate: float, check: Callable[[], None]) -> None:
-        """Open loop: n bookings at `rate` per second, whatever the system does."""
+    def at_rate(
+        self,
+        traffic: Traffic,
+        n: int,
+        rate: float,
+        check: Callable[[], None],
+        until: Callable[[], bool] | None = None,
+    ) -> None:
+        """Open loop: n bookings at `rate` per second, whatever the system does (or fewer:
+        it stops as soon as `until()` is true)."""
         start = time.monotonic()
         sent = 0
-        while sent < n:
+        while sent < n and not (until is not None and until()):
             due = min(n, int((time.monotonic() - start) * rate) + 1)
             if due > sent:
                 self._send(traffic, due - sent)

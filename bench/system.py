@@ -73,11 +73,20 @@ class Names:
     group: str = "ticketrelay-intake"
     queue: str = "ticketrelay"
     metrics_key: str = "ticketrelay:metrics"
+    bulk_queue: str = "ticketrelay.bulk"
 
     @classmethod
     def unique(cls, run_id: str) -> Names:
         p = f"ticketrelay:bench-{run_id}"
-        return cls(f"{p}:bookings", f"{p}:results", f"{p}:dead", f"{p}-intake", f"{p}-queue", f"{p}:metrics")
+        return cls(
+            f"{p}:bookings",
+            f"{p}:results",
+            f"{p}:dead",
+            f"{p}-intake",
+            f"{p}-queue",
+            f"{p}:metrics",
+            f"{p}-bulk",
+        )
 
     def env(self) -> dict[str, str]:
         return {
@@ -88,6 +97,7 @@ class Names:
             "TICKETRELAY_INTAKE_GROUP": self.group,
             "TICKETRELAY_QUEUE": self.queue,
             "TICKETRELAY_METRICS_KEY": self.metrics_key,
+            "TICKETRELAY_BULK_QUEUE": self.bulk_queue,
         }
 
 
@@ -118,8 +128,9 @@ class Processes:
         self.procs[name] = proc
         return proc
 
-    def check(self) -> None:
-        dead = {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+    def check(self, may_exit: tuple[str, ...] = ()) -> None:
+        """Raises if a child exited, except those named in `may_exit` (a command that ends)."""
+        dead = {n: p.returncode for n, p in self.procs.items() if n not in may_exit and p.poll() is not None}
         if dead:
             raise BenchError(f"process(es) exited: {dead}; see the logs in {self.log_dir}")
 
@@ -400,7 +411,9 @@ class System:
         if self.opts.redis_url and self.r is not None:
             with contextlib.suppress(redis.RedisError):
                 n = self.names
-                self.r.delete(n.intake_stream, n.results_stream, n.dead_stream, n.queue, n.metrics_key)
+                self.r.delete(
+                    n.intake_stream, n.results_stream, n.dead_stream, n.queue, n.metrics_key, n.bulk_queue
+                )
         if self._drop_database is not None:
             with contextlib.suppress(Exception):
                 self._drop_database()

@@ -122,6 +122,12 @@ class System:
             rows = conn.execute(select(ledger.T).where(ledger.C.message_id == message_id)).mappings()
             return [TicketIssuance(**r) for r in rows]
 
+    def rows_for_all(self) -> list[TicketIssuance]:
+        from sqlalchemy import select
+
+        with self.engine.connect() as conn:
+            return [TicketIssuance(**r) for r in conn.execute(select(ledger.T)).mappings()]
+
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted((self.tmp / "logs").glob("*.log")))
 
