@@ -44,8 +44,17 @@ if __package__ in (None, ""):  # `python bench/bulk.py`
 
 from sqlalchemy import Engine, insert, text
 
-from bench.load import Envelopes, PhaseFigures, Publisher, ResultReader, Traffic, figures, parse_result
-from bench.load import StalledError, stream_tail
+from bench.load import (
+    Envelopes,
+    PhaseFigures,
+    Publisher,
+    ResultReader,
+    StalledError,
+    Traffic,
+    figures,
+    parse_result,
+    stream_tail,
+)
 from bench.report import PHASE_HEADER, _f, machine, md_table, phase_rows, text_table
 from bench.run import git_state, log
 from bench.system import ROOT, BenchError, Options, System, dump_json
@@ -307,7 +316,8 @@ def run(args: argparse.Namespace) -> int:
         system.start()
         system.set_latency(args.latency_ms)
         log(
-            f"starting intake and {args.workers} worker(s) x {args.concurrency} threads, limit {args.rate:g}/s"
+            f"starting intake and {args.workers} worker(s) x {args.concurrency} threads, "
+            f"limit {args.rate:g}/s"
         )
         system.start_ticketrelay()
         system.monitor.add("bench", os.getpid())
@@ -345,7 +355,8 @@ def run(args: argparse.Namespace) -> int:
         duration = reissue.t_end - reissue.t0
         enqueue = (reissue.t_handed_over or math.nan) - reissue.t0
         log(
-            f"reissue: exit {reissue.exit_code}, handed over after {enqueue:.1f} s, done after {duration:.1f} s"
+            f"reissue: exit {reissue.exit_code}, handed over after {enqueue:.1f} s, "
+            f"done after {duration:.1f} s"
         )
         if reissue.exit_code != 0:
             problems.append(f"the reissue command exited with {reissue.exit_code}: see {system.log_dir}")
@@ -463,7 +474,8 @@ def run(args: argparse.Namespace) -> int:
             rep = json.loads(reissue.report_path.read_text())
             notes.append(
                 f"reissue report: run {rep['run_id']}, state {rep['state']}, driven {rep['driven']}, "
-                f"skipped {rep['skipped']}, duration {rep['duration_s']} s, failures {rep['failures'] or 'none'}"
+                f"skipped {rep['skipped']}, duration {rep['duration_s']} s, "
+                f"failures {rep['failures'] or 'none'}"
             )
         data.update(
             setup_s=setup_s,
@@ -556,7 +568,8 @@ def bulk_counts(url: str, rows: tuple[int, int]) -> dict[str, int]:
         with engine.connect() as conn:
             res = conn.execute(
                 text(
-                    "SELECT status, count(*) FROM ticket_issuances WHERE id BETWEEN :lo AND :hi GROUP BY status"
+                    "SELECT status, count(*) FROM ticket_issuances "
+                    "WHERE id BETWEEN :lo AND :hi GROUP BY status"
                 ),
                 {"lo": rows[0], "hi": rows[1]},
             )
