@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -31,7 +32,9 @@ log = logging.getLogger("ticketrelay.intake")
 Enqueue = Callable[[str], None]
 
 # Errors after which the entry must be tried again, not dead-lettered: the outside is down.
-TRANSIENT = (redis.ConnectionError, redis.TimeoutError, SQLAlchemyError, OSError)
+# BrokerError: Celery's send_task wraps a refused or lost broker connection in kombu's
+# OperationalError, which is neither a redis error nor an OSError.
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, SQLAlchemyError, OSError, BrokerError)
 
 
 class Intake:

@@ -28,11 +28,15 @@ class Supervisor:
     log_dir: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, args: list[str], env: dict[str, str] | None = None, prefix: list[str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start `python -m worker.cli ARGS`, behind `prefix` if given (e.g. an `unshare` that
+        gives the process a host name of its own)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", *args],
+            [*(prefix or []), sys.executable, "-m", "worker.cli", *args],
             cwd=os.getcwd(),
             env=child_env(env),
             stdout=log,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import threading
 import time
@@ -82,6 +83,13 @@ def identities(provider: str, key: str, env: dict[str, Any]) -> list[str]:
     return [derive_qr_code(key, i) for i in range(len(env["payload"]["tickets"]))]
 
 
+def own_host(name: str) -> list[str]:
+    """Run behind `unshare --uts`: the process gets a real host name of its own (root only)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return []
+    return ["unshare", "--uts", "--", "sh", "-c", f'hostname {name} && exec "$0" "$@"']
+
+
 def test_chaos(tmp_path: Path, chaos_db: str) -> None:
     port = free_port()
     server = start_server(port=port)
@@ -138,7 +146,7 @@ def test_chaos(tmp_path: Path, chaos_db: str) -> None:
         server.terminate()
         server.wait(10)
         server = start_server(port=port)
-        system.sup.start("intake-a", ["intake"], hosts["a"])
+        system.sup.start("intake-a", ["intake"], hosts["a"], own_host("host-a"))
 
         last_kill = [time.monotonic()]
 
@@ -153,7 +161,8 @@ def test_chaos(tmp_path: Path, chaos_db: str) -> None:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(10)
                     kills += 1
-                system.sup.start(victim, ["worker", "-n", f"w@host-{victim[-1]}"], hosts[victim[-1]])
+                h = victim[-1]
+                system.sup.start(victim, ["worker", "-n", f"w@host-{h}"], hosts[h], own_host(f"host-{h}"))
             with system.engine.connect() as conn:
                 unfinished = conn.execute(
                     select(func.count())
@@ -164,6 +173,14 @@ def test_chaos(tmp_path: Path, chaos_db: str) -> None:
 
         wait_for(final, 900, "every booking final")
         wait_for(lambda: len(reader.seen) >= N, 120, "a result for every message")
+        # Both hosts consumed the intake stream, each under its own host name.
+        consumers = {
+            c["name"].decode()
+            for c in redis_lib.Redis.from_url(url).xinfo_consumers(
+                "ticketrelay:bookings", "ticketrelay-intake"
+            )
+        }
+        assert {c.split("-")[0] + "-" + c.split("-")[1] for c in consumers} == {"host-a", "host-b"}, consumers
     finally:
         reader.stop.set()
         system.stop()

@@ -1,0 +1,267 @@
+"""Outages, end to end (issue "Prove it under faults", item 3): Redis unreachable for 30 s,
+PostgreSQL unreachable for 30 s, every provider down for 5 minutes. Intake, worker and beat are
+real processes; they must keep running (never exit), reconnect on their own, and every booking
+must end issued exactly once (sandbox ground truth) with its result on the results stream."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy.engine import make_url
+
+from tests.conftest import _drop_postgres, _fresh_postgres, free_port
+from tests.e2e.harness import System, wait_for
+from tests.e2e.tcpproxy import TcpProxy
+from tests.e2e.test_pipeline_e2e import creation_counts
+from tests.helpers import envelope
+from worker.embedded import redis_answers, start_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
+
+PROVIDERS = ["remypass", "fourvenues", "fourvenues_channels", "eguma"]
+PROCESSES = ("intake", "worker", "beat")
+OUTAGE_S = 30.0
+
+
+def batch(tag: str, per_provider: int) -> list[dict[str, Any]]:
+    return [envelope(p, f"{tag}-{p}-{i}") for i in range(per_provider) for p in PROVIDERS]
+
+
+def assert_alive(system: System) -> None:
+    """Every process still runs: it never exited (a restart by us would hide a crash)."""
+    for name in PROCESSES:
+        proc = system.sup.procs[name]
+        assert proc.poll() is None, f"{name} exited with {proc.returncode}:\n{system.logs()[-4000:]}"
+
+
+def hold_outage(system: System, seconds: float) -> None:
+    """Wait out the outage, checking all along that no process gives up."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert_alive(system)
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    assert_alive(system)
+
+
+def statuses(system: System, envs: list[dict[str, Any]]) -> list[str]:
+    return [r.status for e in envs for r in system.rows_for(e["message_id"])]
+
+
+def wait_in_flight(system: System, envs: list[dict[str, Any]]) -> None:
+    """Until provider calls are under way (the outage must hit work in progress)."""
+    wait_for(lambda: "in_progress" in statuses(system, envs), 90, "a provider call in progress")
+
+
+def assert_every_booking_issued_once(system: System, envs: list[dict[str, Any]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for env in envs:
+        mid = env["message_id"]
+        result = system.wait_result(mid, timeout=max(5.0, deadline - time.monotonic()))
+        assert result["status"] == "issued", result
+        # At least once on the results stream, and never a contradicting status.
+        assert {r["status"] for r in system.results_for(mid)} == {"issued"}, system.results_for(mid)
+        rows = system.rows_for(mid)
+        assert len(rows) == 1, rows
+        row = rows[0]
+        assert row.status == "issued" and row.idempotency_key == result["idempotency_key"]
+        counts = creation_counts(system, env, result)
+        assert counts and set(counts) == {1}, (mid, counts)
+    # Every result goes out: the sweeper publishes the ones whose publish failed in the outage.
+    wait_for(
+        lambda: all(system.rows_for(e["message_id"])[0].callback_sent_at for e in envs),
+        30,
+        "callback_sent_at on every row",
+    )
+
+
+def assert_heartbeats_after(system: System, since: float) -> None:
+    """Intake and worker prove they work again: their heartbeat files are touched after `since`."""
+    beats = system.tmp / "state" / "heartbeat"
+    for name in ("intake", "worker"):
+        path = beats / name
+        wait_for(lambda p=path: p.exists() and p.stat().st_mtime > since, 30, f"a fresh {name} heartbeat")
+
+
+# --- Redis -----------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(600)
+def test_redis_unreachable_for_30_seconds(tmp_path: Path) -> None:
+    """A Redis of our own (AOF on, so a restart keeps its data: down, not wiped) is stopped for
+    30 s while provider calls are in flight and tasks wait in the queue, then started again on
+    the same port and data dir."""
+    port = free_port()
+    data_dir = tmp_path / "valkey"
+    data_dir.mkdir()
+    server = start_server(port=port, data_dir=str(data_dir), appendonly=True)
+    url = f"redis://127.0.0.1:{port}/0"
+    system = System(tmp_path, url)
+    try:
+        system.start()
+        system.sandbox.set_faults("*", latency_ms=1500)
+        before = batch("redis-before", 3)
+        for env in before:
+            system.publish(env)
+        wait_in_flight(system, before)
+
+        server.terminate()
+        server.wait(15)
+        down_at = time.time()
+        assert not redis_answers(url)
+        hold_outage(system, OUTAGE_S)  # producers cannot XADD now: nothing is published
+
+        server = start_server(port=port, data_dir=str(data_dir), appendonly=True)
+        up_at = time.time()
+        # The data survived the restart: the stream and the group are still there.
+        assert system.redis.xlen("ticketrelay:bookings") >= len(before)
+        system.sandbox.set_faults("*")
+        after = batch("redis-after", 1)
+        for env in after:
+            system.publish(env)
+
+        assert_every_booking_issued_once(system, before + after, timeout=180)
+        assert_alive(system)
+        assert_heartbeats_after(system, up_at)
+        assert system.dead_letters() == []
+        logs = system.logs()
+        assert '"event": "unavailable"' in logs or "unavailable" in logs  # intake saw the outage
+        print(f"redis down {up_at - down_at:.1f}s; all issued {time.time() - up_at:.1f}s after restart")
+    finally:
+        system.stop()
+        if server.poll() is None:
+            server.terminate()
+            server.wait(15)
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def postgres_behind_proxy(postgres_admin_url: str) -> Iterator[tuple[str, str, TcpProxy]]:
+    """A fresh, migrated database: (direct URL, URL through a TCP proxy, the proxy). The shared
+    PostgreSQL service itself is never stopped; the proxy makes it unreachable."""
+    direct, name = _fresh_postgres(postgres_admin_url)
+    parsed = make_url(direct)
+    proxy = TcpProxy(parsed.host or "127.0.0.1", parsed.port or 5432)
+    proxied = parsed.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
+    try:
+        yield direct, proxied, proxy
+    finally:
+        proxy.close()
+        _drop_postgres(postgres_admin_url, name)
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(600)
+def test_postgresql_unreachable_for_30_seconds(
+    tmp_path: Path, redis_server_url: str, postgres_behind_proxy: tuple[str, str, TcpProxy]
+) -> None:
+    """Every connection of intake, worker and beat to PostgreSQL is cut and new ones are reset
+    for 30 s while calls are in flight; bookings also arrive during the outage."""
+    direct, proxied, proxy = postgres_behind_proxy
+    redis.Redis.from_url(redis_server_url).flushdb()
+    # Migrations and the test's own reads go straight to PostgreSQL; the processes use the proxy.
+    system = System(
+        tmp_path, redis_server_url, database_url=direct, extra_env={"TICKETRELAY_DATABASE_URL": proxied}
+    )
+    try:
+        system.start()
+        system.sandbox.set_faults("*", latency_ms=1500)
+        before = batch("pg-before", 3)
+        for env in before:
+            system.publish(env)
+        wait_in_flight(system, before)
+
+        proxy.pause()
+        down_at = time.time()
+        hold_outage(system, 5)
+        during = batch("pg-during", 1)  # Redis is up: these are published, not yet accepted
+        for env in during:
+            system.publish(env)
+        hold_outage(system, OUTAGE_S - 5)
+        assert all(not system.rows_for(e["message_id"]) for e in during)  # nothing got through
+        assert proxy.refused > 0, "nobody tried to reach PostgreSQL during the outage"
+
+        proxy.resume()
+        up_at = time.time()
+        system.sandbox.set_faults("*")
+        after = batch("pg-after", 1)
+        for env in after:
+            system.publish(env)
+
+        assert_every_booking_issued_once(system, before + during + after, timeout=180)
+        assert_alive(system)
+        assert_heartbeats_after(system, up_at)
+        assert system.dead_letters() == []
+        print(
+            f"postgres down {up_at - down_at:.1f}s (cut {proxy.cut}, refused {proxy.refused}); "
+            f"all issued {time.time() - up_at:.1f}s after"
+        )
+    finally:
+        system.stop()
+
+
+# --- the provider ----------------------------------------------------------------------------
+
+PROVIDER_DOWN_S = 300.0
+# The retry budget must outlast the outage. Full jitter waits uniform(0, min(cap, base*2^(n-1)))
+# after attempt n: with base 1 s and cap 60 s the first 40 attempts wait 1171 s on average
+# (sd ~90 s), so exhausting them within 300 s is practically impossible; 12 attempts would wait
+# only ~180 s on average and most bookings would fail. Waits over TICKETRELAY_MAX_COUNTDOWN_S
+# (30 s) are parked in next_attempt_at and re-driven by the sweeper.
+PROVIDER_OUTAGE_ENV = {
+    "TICKETRELAY_DEFAULT_MAX_ATTEMPTS": "40",
+    "TICKETRELAY_BACKOFF_BASE_S": "1",
+    "TICKETRELAY_BACKOFF_CAP_S": "60",
+    "TICKETRELAY_MAX_COUNTDOWN_S": "30",
+}
+
+
+@pytest.mark.timeout(1200)
+def test_provider_down_for_5_minutes(tmp_path: Path, redis_server_url: str) -> None:
+    """Every provider answers 503 to everything for 5 minutes, then recovers: the retries (Celery
+    countdowns for short waits, the sweeper for parked long ones) carry every booking through."""
+    redis.Redis.from_url(redis_server_url).flushdb()
+    system = System(tmp_path, redis_server_url, extra_env=PROVIDER_OUTAGE_ENV)
+    try:
+        system.sandbox.set_faults("*", error_503_rate=1.0)
+        down_at = time.monotonic()
+        system.start()
+        envs = batch("provider-down", 2)
+        for env in envs:
+            system.publish(env)
+
+        parked: set[str] = set()
+        while time.monotonic() - down_at < PROVIDER_DOWN_S:
+            assert_alive(system)
+            for env in envs:
+                for row in system.rows_for(env["message_id"]):
+                    assert row.status in ("queued", "in_progress", "retrying"), (row.status, row.error_type)
+                    if (
+                        row.status == "retrying"
+                        and row.next_attempt_at is not None
+                        and (row.next_attempt_at - row.updated_at).total_seconds() > 30
+                    ):
+                        parked.add(row.message_id)
+            time.sleep(2)
+        assert parked, "no wait was ever parked for the sweeper"
+
+        system.sandbox.set_faults("*")
+        up_at = time.monotonic()
+        assert_every_booking_issued_once(system, envs, timeout=240)
+        attempts = {e["message_id"]: system.rows_for(e["message_id"])[0].attempts for e in envs}
+        assert all(n > 1 for n in attempts.values()), attempts
+        truth = system.sandbox.ground_truth()
+        assert all(truth[p]["faults"].get("status_503", 0) > 0 for p in PROVIDERS), truth
+        assert_alive(system)
+        print(
+            f"provider down {up_at - down_at:.0f}s; all issued {time.monotonic() - up_at:.1f}s after; "
+            f"attempts {sorted(attempts.values())}; parked {len(parked)} of {len(envs)}"
+        )
+    finally:
+        system.stop()
