@@ -42,6 +42,7 @@ from typing import Any
 if __package__ in (None, ""):  # `python bench/bulk.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import psutil
 from sqlalchemy import Engine, insert, text
 
 from bench.load import (
@@ -340,6 +341,7 @@ def run(args: argparse.Namespace) -> int:
 
         # ---- 4. the reissue, with live traffic -------------------------------------------------------
         system.monitor.phase_start()
+        busy0, load = busy_cpu_s(), [os.getloadavg()[0]]
         reissue = ReissueRun(system, rows, args.out / "reissue-report.json")
         log("reissue: ./ticketrelay reissue --status failed (progress in logs/reissue.log)")
         reissue.start()
@@ -348,6 +350,8 @@ def run(args: argparse.Namespace) -> int:
         )
         reissue.done.wait()
         bulk_procs = system.monitor.phase_end()
+        busy = busy_cpu_s() - busy0
+        load.append(os.getloadavg()[0])
         live_phases.append(during)
         if reissue.error is not None:
             raise BenchError(f"watching the reissue: {reissue.error!r}")
@@ -447,6 +451,8 @@ def run(args: argparse.Namespace) -> int:
         data["creations"] = creations
 
         # ---- 6. processes ------------------------------------------------------------------------------
+        if "bench" in bulk_procs:  # its CPU counts reaped children: the reissue command
+            bulk_procs["bench"]["cpu_s"] -= reissue.cpu_s
         sampled = bulk_procs.setdefault("reissue", {}).get("peak_rss", 0.0)
         bulk_procs["reissue"].update(cpu_s=reissue.cpu_s, peak_rss=float(max(reissue.maxrss, sampled)))
         done_bulk = args.bookings + during.n
@@ -464,6 +470,19 @@ def run(args: argparse.Namespace) -> int:
                 ]
             )
 
+        ours = sum(v.get("cpu_s", 0.0) for v in bulk_procs.values() if not math.isnan(v.get("cpu_s", 0.0)))
+        other = busy - ours
+        notes.append(
+            f"CPU of the whole machine during the bulk phase: {busy:.0f} s busy of "
+            f"{duration * (os.cpu_count() or 1):.0f} s available; processes not started by this "
+            f"benchmark used {max(other, 0):.0f} s of it; 1-min load average {load[0]:.1f} at the "
+            f"start, {load[1]:.1f} at the end"
+        )
+        if other > 0.1 * duration:
+            notes.append(
+                "WARNING: other processes used the CPU during the run: the rates and latencies "
+                "above are lower/higher than on an idle machine"
+            )
         findings = system.log_findings()
         if findings:
             notes.append(
@@ -560,6 +579,12 @@ def steady_rate(half: dict[str, Any], provider: str) -> float:
     """Requests per second over the 10,000 arrivals before half way: the steady state."""
     a = sorted(half[provider]["recent_arrivals"])
     return (len(a) - 1) / (a[-1] - a[0]) if len(a) > 1 and a[-1] > a[0] else math.nan
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine spent not idle since boot."""
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
 
 
 def bulk_counts(url: str, rows: tuple[int, int]) -> dict[str, int]:

@@ -21,6 +21,7 @@ _MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
 _ACCOUNT = re.compile(ACCOUNT_PATTERN)
 # Used only to find the message_id of an entry too large to parse.
 _MESSAGE_ID_IN_TEXT = re.compile(rb'"message_id"\s*:\s*"([A-Za-z0-9._:-]{1,128})"')
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,23 @@ def _identity(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
     return out
 
 
+def _has_lone_surrogate(data: Any) -> bool:
+    """JSON's "\\ud800" escape (and json.loads' reading of bytes) let a string hold half of a
+    UTF-16 pair, which no UTF-8 encoder accepts. Iterative: the nesting depth is the input's."""
+    stack: list[Any] = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def validate_entry(
     fields: dict[Any, Any],
     settings: Settings,
@@ -126,10 +144,23 @@ def validate_entry(
         detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
         pos = f" at position {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
         return Rejected("invalid_json", f"message is not valid JSON: {detail}{pos}", raw_sha256=raw_sha)
+    except ValueError:  # an integer of more than sys.get_int_max_str_digits() (4300) digits
+        return Rejected(
+            "invalid_json", "message is not valid JSON: a number has too many digits", raw_sha256=raw_sha
+        )
     if not isinstance(data, dict):
         return Rejected("invalid_message", "the envelope must be a JSON object", raw_sha256=raw_sha)
 
     ident = _identity(data, settings)
+    if _has_lone_surrogate(data):
+        # Not Unicode text: it could be neither stored (PostgreSQL json), sent, nor published.
+        # Only the pattern-checked ASCII identity is kept to address the `rejected` result.
+        return Rejected(
+            "invalid_json",
+            "message is not valid Unicode text: it contains a lone surrogate (\\ud800-\\udfff)",
+            raw_sha256=raw_sha,
+            **{k: v for k, v in ident.items() if k in ("message_id", "provider", "account")},
+        )
 
     def reject(error_type: str, reason: str) -> Rejected:
         return Rejected(error_type, reason, raw_sha256=raw_sha, **ident)

@@ -53,7 +53,8 @@ IsoDateTime = Annotated[str, AfterValidator(_iso_datetime)]
 IsoDateOrDateTime = Annotated[str, AfterValidator(_iso_date_or_datetime)]
 IsoDate = Annotated[str, AfterValidator(_iso_date)]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=512)]
-Money = Annotated[float, Field(ge=0)]
+# Finite: "Infinity" and 1e999 parse as floats, but neither httpx nor PostgreSQL json takes them.
+Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class PayloadModel(BaseModel):

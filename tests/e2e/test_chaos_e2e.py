@@ -5,7 +5,7 @@ intake killed once, and Redis restarted with all its data gone after the booking
 accepted. Then, from the sandbox's ground truth and the table: every message exactly one final
 row, exactly one creation for every issued booking, none for failed ones, a result for each.
 
-CHAOS_BOOKINGS (default 600) sets the size; the issue's full run is CHAOS_BOOKINGS=5000."""
+CHAOS_BOOKINGS (default 5000, the issue's size) sets the size."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from worker.providers.base import derive_qr_code
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 PROVIDERS = ("remypass", "fourvenues", "fourvenues_channels", "eguma")
-N = int(os.environ.get("CHAOS_BOOKINGS", "600"))
+N = int(os.environ.get("CHAOS_BOOKINGS", "5000"))
 
 
 class ResultReader(threading.Thread):
@@ -117,19 +117,34 @@ def test_chaos(tmp_path: Path, chaos_db: str) -> None:
     rng = random.Random(5)
     kills = 0
     started = time.monotonic()
+    killer_stop = threading.Event()
+    killing = threading.Thread(target=lambda: killer(), daemon=True)
     try:
-        hosts = {"a": {}, "b": {}}
-        for h in hosts:
-            env = {
-                **system.env,
-                "TICKETRELAY_CONSUMER_NAME": f"host-{h}",
-                "TICKETRELAY_STATE_DIR": str(tmp_path / f"state-{h}"),
-            }
+        hosts: dict[str, dict[str, str]] = {}
+        for h in ("a", "b"):
+            env = {**system.env, "TICKETRELAY_STATE_DIR": str(tmp_path / f"state-{h}")}
+            if not own_host(f"host-{h}"):  # no unshare here: host names by configuration only
+                env["TICKETRELAY_CONSUMER_NAME"] = f"host-{h}-{os.getpid()}"
             hosts[h] = env
-            system.sup.start(f"intake-{h}", ["intake"], env)
-            system.sup.start(f"worker-{h}", ["worker", "-n", f"w@host-{h}"], env)
+            system.sup.start(f"intake-{h}", ["intake"], env, own_host(f"host-{h}"))
+            system.sup.start(f"worker-{h}", ["worker", "-n", f"w@host-{h}"], env, own_host(f"host-{h}"))
         system.sup.start("beat", ["beat"], system.env)
 
+        def killer() -> None:
+            # SIGKILL a worker (its whole process group) every 2-4 s for the whole run, and
+            # start it again, as a crashing deployment would.
+            nonlocal kills
+            while not killer_stop.wait(rng.uniform(2, 4)):
+                victim = rng.choice(["worker-a", "worker-b"])
+                proc = system.sup.procs[victim]
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
+                    kills += 1
+                h = victim[-1]
+                system.sup.start(victim, ["worker", "-n", f"w@host-{h}"], hosts[h], own_host(f"host-{h}"))
+
+        killing.start()
         envs = [envelope(PROVIDERS[i % 4], f"chaos-{i}") for i in range(N)]
         for i, env in enumerate(envs):
             system.publish(env)
@@ -148,21 +163,7 @@ def test_chaos(tmp_path: Path, chaos_db: str) -> None:
         server = start_server(port=port)
         system.sup.start("intake-a", ["intake"], hosts["a"], own_host("host-a"))
 
-        last_kill = [time.monotonic()]
-
         def final() -> bool:
-            nonlocal kills
-            # SIGKILL a worker (the whole process group) every 2-4 seconds while work remains.
-            if time.monotonic() - last_kill[0] > rng.uniform(2, 4):
-                last_kill[0] = time.monotonic()
-                victim = rng.choice(["worker-a", "worker-b"])
-                proc = system.sup.procs[victim]
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(10)
-                    kills += 1
-                h = victim[-1]
-                system.sup.start(victim, ["worker", "-n", f"w@host-{h}"], hosts[h], own_host(f"host-{h}"))
             with system.engine.connect() as conn:
                 unfinished = conn.execute(
                     select(func.count())
@@ -172,6 +173,8 @@ def test_chaos(tmp_path: Path, chaos_db: str) -> None:
             return unfinished == 0
 
         wait_for(final, 900, "every booking final")
+        killer_stop.set()
+        killing.join(60)
         wait_for(lambda: len(reader.seen) >= N, 120, "a result for every message")
         # Both hosts consumed the intake stream, each under its own host name.
         consumers = {
@@ -182,6 +185,9 @@ def test_chaos(tmp_path: Path, chaos_db: str) -> None:
         }
         assert {c.split("-")[0] + "-" + c.split("-")[1] for c in consumers} == {"host-a", "host-b"}, consumers
     finally:
+        killer_stop.set()
+        if killing.is_alive():
+            killing.join(60)  # never start a worker after the system stopped
         reader.stop.set()
         system.stop()
         server.terminate()
@@ -207,6 +213,12 @@ def test_chaos(tmp_path: Path, chaos_db: str) -> None:
         else:  # needs_review: tickets may exist, never more than once
             assert all(c <= 1 for c in counts), (env["message_id"], counts)
     faults = {p: system.sandbox.ground_truth()[p]["faults"] for p in PROVIDERS}
+    for row in rows.values():
+        if row.status != "issued":
+            print(
+                f"{row.status}: {row.provider} {row.message_id} attempts={row.attempts} "
+                f"{row.error_type}: {row.error_message}"
+            )
     print(
         f"\nchaos: bookings={N} statuses={statuses} faults={faults} worker kills={kills} "
         f"intake kills=1 redis wipes=1 duplicates={duplicates} lost={lost} drained in {drained:.0f}s"
