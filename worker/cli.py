@@ -19,7 +19,15 @@ from worker.settings import get_accounts, get_settings
 def _redis() -> Any:
     import redis
 
-    return redis.Redis.from_url(get_settings().redis_url)
+    # Timeouts: a silent connection (a host gone without a reset) must raise, not hang the
+    # intake forever; the read timeout stays well above the intake's blocking read.
+    return redis.Redis.from_url(
+        get_settings().redis_url,
+        socket_timeout=30,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+        health_check_interval=15,
+    )
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:

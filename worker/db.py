@@ -31,8 +31,20 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
             cur.close()
 
         return engine
-    # pre_ping: a PostgreSQL restart must not turn into errors on the next booking.
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # pre_ping: a PostgreSQL restart must not turn into errors on the next booking. Timeouts and
+    # TCP keepalives: a database host that vanishes without a reset must raise, not hang.
+    connect_args: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        connect_args = {
+            "connect_timeout": 10,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, connect_args=connect_args
+    )
 
 
 @lru_cache(maxsize=4)
