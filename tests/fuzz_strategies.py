@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from hypothesis import strategies as st
@@ -218,7 +218,7 @@ def op_deep_nesting(draw: Draw, env: dict[str, Any]) -> None:
     s = pick(draw, env, lambda v: True)
     if s is not None:
         value: Any = draw(json_scalars)
-        for _ in range(draw(st.integers(2, 300))):
+        for _ in range(draw(st.integers(2, 150))):  # deeper: deep_text (no Python recursion)
             value = [value] if draw(st.booleans()) else {"a": value}
         s[0][s[1]] = value
 
@@ -260,7 +260,8 @@ def op_provider_rule(draw: Draw, env: dict[str, Any]) -> None:
         elif choice == "both_ids":
             p["channel_id"], p["referral_id"] = "chnl_1", "ref_1"
         elif choice == "prices":
-            tickets.append({**copy.deepcopy(tickets[0]), "price_id": "price_other"})
+            first = tickets[0] if isinstance(tickets[0], dict) else {}  # an earlier op may have
+            tickets.append({**copy.deepcopy(first), "price_id": "price_other"})  # changed it
             p["quantity"] = len(tickets)
         elif choice == "dup_qr":
             for t in tickets:
@@ -305,7 +306,7 @@ OPS = [
 
 @st.composite
 def mutated_envelopes(
-    draw: Draw, message_id: str = "fz-1", ops: list[Callable[[Draw, dict[str, Any]], None]] = OPS
+    draw: Draw, message_id: str = "fz-1", ops: Sequence[Callable[[Draw, dict[str, Any]], None]] = OPS
 ) -> dict[str, Any]:
     """A valid envelope of a random provider with one to three mutations from `ops`."""
     env = pii_envelope(draw(st.sampled_from(PROVIDERS)), message_id)

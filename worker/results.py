@@ -57,8 +57,9 @@ def dead_letter(
     prefix; an original field of the same name is kept under `orig_` so nothing is lost."""
     entry: dict[Any, Any] = {}
     for key, value in fields.items():
-        name = key.decode() if isinstance(key, bytes) else str(key)
-        entry[("orig_" + name) if name.startswith("dead_") else key] = value
+        # Compared as bytes: a field name need not be UTF-8 (b"\x80" must not crash intake).
+        name = key if isinstance(key, bytes) else str(key).encode()
+        entry[b"orig_" + name if name.startswith(b"dead_") else key] = value
     entry.update(
         {
             "dead_reason": reason,

@@ -235,6 +235,7 @@ def test_unicode_round_trips_through_db_provider_and_result(
     assert row is not None and row.status == "issued", (row and row.status, row and row.error_message)
     assert row.payload == env["payload"] and row.message_metadata == metadata
     assert len(sent) == 1 and names_of(provider, sent[0]) == names_of(provider, env["payload"])
-    [result] = [json.loads(f[b"result"]) for _i, f in deps.redis.xrange(v.reply_to)]
+    published: Any = deps.redis.xrange(v.reply_to)
+    [result] = [json.loads(f[b"result"]) for _i, f in published]
     assert result["status"] == "issued" and result["metadata"] == metadata
     deps.engine.dispose()
