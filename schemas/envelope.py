@@ -42,6 +42,14 @@ class Envelope(BaseModel):
         description="Echoed back unchanged in the result; at most 32 keys.",
     )
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_is_an_int(cls, value: object) -> object:
+        # Literal[1] alone would take True and 1.0 (both equal 1).
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError("must be the integer 1")
+        return value
+
     @field_validator("metadata")
     @classmethod
     def _metadata_size(cls, value: dict[str, str]) -> dict[str, str]:

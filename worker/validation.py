@@ -81,13 +81,13 @@ def _identity(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """What can be read from an invalid envelope to address a `rejected` result."""
     out: dict[str, Any] = {}
     mid = data.get("message_id")
-    if isinstance(mid, str) and _MESSAGE_ID.match(mid):
+    if isinstance(mid, str) and _MESSAGE_ID.fullmatch(mid):
         out["message_id"] = mid
     prov = data.get("provider")
     if isinstance(prov, str) and prov in PROVIDERS:
         out["provider"] = prov
     acct = data.get("account", "default")
-    if isinstance(acct, str) and _ACCOUNT.match(acct):
+    if isinstance(acct, str) and _ACCOUNT.fullmatch(acct):
         out["account"] = acct
     reply_to = data.get("reply_to")
     if isinstance(reply_to, str) and reply_to.startswith(settings.reply_to_prefix) and len(reply_to) <= 256:

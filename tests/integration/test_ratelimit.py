@@ -86,4 +86,7 @@ def test_a_429_penalty_halves_the_rate(redis_client: redis.Redis) -> None:
     normal = count(1.0)
     limiter.penalise("fourvenues", "default", factor=2.0, for_s=5)
     slowed = count(1.0)
-    assert 85 <= normal <= 102 and 40 <= slowed <= 55, (normal, slowed)
+    # Upper bounds are the promise; the lower ones only show the loop was not starved (on a
+    # loaded machine it may get fewer tries in).
+    assert 60 <= normal <= 102 and 25 <= slowed <= 52, (normal, slowed)
+    assert slowed < 0.75 * normal

@@ -124,3 +124,19 @@ def test_unknown_account_and_missing_credentials() -> None:
 def test_deep_nesting_does_not_crash() -> None:
     v = _bad('{"a":' * 100000 + "1" + "}" * 100000)
     assert v.error_type in {"invalid_json", "too_large"}
+
+
+def test_a_trailing_newline_is_not_part_of_a_valid_id_or_email() -> None:
+    env = envelope("eguma", "m-nl")
+    env["message_id"] = "m-nl\n"
+    v = _bad(env)
+    assert v.error_type == "invalid_envelope" and v.message_id is None  # not readable as an id
+    env = envelope("eguma", "m-nl2")
+    env["payload"]["customer"]["email"] = "a@b.ch\n"
+    assert _bad(env).error_type == "invalid_payload"
+
+
+@pytest.mark.parametrize("version", [True, 1.0, "1", 2])
+def test_version_must_be_the_integer_1(version: object) -> None:
+    v = _bad(envelope("eguma", "m-v", version=version))
+    assert v.error_type == "invalid_envelope" and "version" in v.reason
