@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,26 @@ class System:
 
     def dead_letters(self) -> list[dict[bytes, bytes]]:
         return [f for _i, f in self.redis.xrange("ticketrelay:dead")]
+
+
+def running_system(
+    tmp_path_factory: Any, redis_url: str, name: str, extra_env: dict[str, str] | None = None
+) -> Iterator[System]:
+    """For a module-scoped fixture: a fresh Redis database, a started System, stopped after."""
+    redis.Redis.from_url(redis_url).flushdb()
+    system = System(tmp_path_factory.mktemp(name), redis_url, extra_env)
+    system.start()
+    try:
+        yield system
+    finally:
+        system.stop()
+
+
+def clean_faults(system: System) -> Iterator[None]:
+    """For an autouse fixture: every test starts and ends with a sandbox without faults."""
+    system.sandbox.set_faults("*")
+    yield
+    system.sandbox.set_faults("*")
 
 
 def creations(system: System, provider: str) -> dict[str, int]:

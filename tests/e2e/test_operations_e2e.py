@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
-from tests.e2e.harness import System, wait_for
+from tests.e2e.harness import System, clean_faults, running_system, wait_for
 from tests.helpers import CUSTOMER_EMAIL, CUSTOMER_NAME, envelope
 
 pytestmark = pytest.mark.slow
@@ -25,9 +25,6 @@ FLOWER_AUTH = ("ops", "flower-test-password-7")
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory, redis_server_url: str) -> Iterator[System]:
-    import redis as redis_lib
-
-    redis_lib.Redis.from_url(redis_server_url).flushdb()
     # Provider timeout above the soft shutdown, and retries that outlast a slow first call.
     extra = {
         "TICKETRELAY_DEFAULT_TIMEOUT_S": "30",
@@ -35,19 +32,12 @@ def system(tmp_path_factory: pytest.TempPathFactory, redis_server_url: str) -> I
         "TICKETRELAY_BACKOFF_BASE_S": "0.5",
         "TICKETRELAY_BACKOFF_CAP_S": "3",
     }
-    sys_ = System(tmp_path_factory.mktemp("ops"), redis_server_url, extra)
-    sys_.start()
-    try:
-        yield sys_
-    finally:
-        sys_.stop()
+    yield from running_system(tmp_path_factory, redis_server_url, "ops", extra)
 
 
 @pytest.fixture(autouse=True)
 def _clean_faults(system: System) -> Iterator[None]:
-    system.sandbox.set_faults("*")
-    yield
-    system.sandbox.set_faults("*")
+    yield from clean_faults(system)
 
 
 def test_flower_shows_only_the_key_and_is_protected(system: System) -> None:

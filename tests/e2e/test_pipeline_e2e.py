@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from schemas.keys import idempotency_key
-from tests.e2e.harness import System, wait_for
+from tests.e2e.harness import System, clean_faults, running_system, wait_for
 from tests.helpers import CUSTOMER_EMAIL, CUSTOMER_NAME, envelope
 
 pytestmark = pytest.mark.slow
@@ -22,22 +22,12 @@ PROVIDERS = ["remypass", "fourvenues", "fourvenues_channels", "eguma"]
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory, redis_server_url: str) -> Iterator[System]:
-    import redis as redis_lib
-
-    redis_lib.Redis.from_url(redis_server_url).flushdb()
-    sys_ = System(tmp_path_factory.mktemp("e2e"), redis_server_url)
-    sys_.start()
-    try:
-        yield sys_
-    finally:
-        sys_.stop()
+    yield from running_system(tmp_path_factory, redis_server_url, "e2e")
 
 
 @pytest.fixture(autouse=True)
 def _clean_faults(system: System) -> Iterator[None]:
-    system.sandbox.set_faults("*")
-    yield
-    system.sandbox.set_faults("*")
+    yield from clean_faults(system)
 
 
 def creation_counts(system: System, env: dict[str, Any], result: dict[str, Any]) -> list[int]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from schemas.keys import idempotency_key
-from tests.e2e.harness import System, wait_for
+from tests.e2e.harness import System, running_system, wait_for
 from tests.helpers import envelope
 from worker.app import REISSUE_TASK, make_app
 from worker.settings import Settings
@@ -23,16 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory, redis_server_url: str) -> Iterator[System]:
-    import redis as redis_lib
-
-    redis_lib.Redis.from_url(redis_server_url).flushdb()
     extra = {"TICKETRELAY_DEFAULT_MAX_ATTEMPTS": "2", "TICKETRELAY_REISSUE_SELECTION": "status=failed"}
-    sys_ = System(tmp_path_factory.mktemp("reissue"), redis_server_url, extra)
-    sys_.start()
-    try:
-        yield sys_
-    finally:
-        sys_.stop()
+    yield from running_system(tmp_path_factory, redis_server_url, "reissue", extra)
 
 
 def _cli(system: System, *args: str) -> subprocess.CompletedProcess[str]:
