@@ -213,14 +213,24 @@ class Intake:
                 raise
             except Exception as exc:  # a bug must not turn one entry into a crash loop
                 log.exception("internal error on entry", extra={"event": "internal_error", "entry_id": eid})
-                dead_letter(
-                    self.client,
-                    self.settings.dead_stream,
-                    fields,
-                    f"internal_error: {type(exc).__name__}",
-                    eid,
-                    self.stream,
-                )
+                try:
+                    dead_letter(
+                        self.client,
+                        self.settings.dead_stream,
+                        fields,
+                        f"internal_error: {type(exc).__name__}",
+                        eid,
+                        self.stream,
+                    )
+                except TRANSIENT:
+                    raise
+                except Exception:
+                    # Even the dead letter fails on this entry: acknowledge it anyway (it stays
+                    # in the stream under its id for an operator) rather than loop on it.
+                    log.critical(
+                        "entry could not be dead-lettered; acknowledged, see the stream",
+                        extra={"event": "dead_letter_failed", "entry_id": eid},
+                    )
                 metrics.dead_letter(self.client, self.settings, "internal_error")
             self.client.xack(self.stream, self.group, eid)
             done += 1

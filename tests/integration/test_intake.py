@@ -7,6 +7,7 @@ import json
 import threading
 from typing import Any
 
+import pytest
 import redis
 from sqlalchemy import func, select
 
@@ -192,3 +193,26 @@ def _wait(cond: Any, timeout: float = 10) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+def test_an_entry_that_breaks_even_the_dead_letter_is_acknowledged_not_looped(
+    redis_client: redis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    intake, enqueued = make_intake(redis_client, settings)
+    xadd(redis_client, envelope("eguma", "m-poison"))
+    xadd(redis_client, envelope("eguma", "m-next"))
+
+    def broken_handle(entry_id: str, fields: dict[Any, Any]) -> str:
+        if b"m-poison" in fields[b"message"]:
+            raise RuntimeError("a bug")
+        return original(entry_id, fields)
+
+    def broken_dead_letter(*_a: Any, **_k: Any) -> None:
+        raise ValueError("another bug")
+
+    original = intake.handle
+    monkeypatch.setattr(intake, "handle", broken_handle)
+    monkeypatch.setattr("worker.intake.dead_letter", broken_dead_letter)
+    drain(intake)
+    assert enqueued == [idempotency_key("eguma", "default", "m-next")]
+    assert redis_client.xpending("ticketrelay:bookings", settings.intake_group)["pending"] == 0
