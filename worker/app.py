@@ -13,6 +13,7 @@ from celery.schedules import crontab
 from celery.signals import heartbeat_sent, worker_shutting_down
 from celery.signals import setup_logging as celery_setup_logging
 
+from worker import kombu_patches
 from worker.heartbeat import Heartbeat
 from worker.logs import setup_logging
 from worker.settings import Settings, get_settings
@@ -46,6 +47,9 @@ def _schedule(s: Settings) -> dict[str, dict[str, object]]:
             ),
         }
     return schedule
+
+
+kombu_patches.apply()
 
 
 def make_app(settings: Settings | None = None) -> Celery:

@@ -90,6 +90,7 @@ def own_host(name: str) -> list[str]:
     return ["unshare", "--uts", "--", "sh", "-c", f'hostname {name} && exec "$0" "$@"']
 
 
+@pytest.mark.timeout(1800)
 def test_chaos(tmp_path: Path, chaos_db: str) -> None:
     port = free_port()
     server = start_server(port=port)

@@ -1,0 +1,34 @@
+"""The kombu workaround: a lost connection no longer kills the worker while restoring."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from kombu.transport import redis as kombu_redis
+
+from worker import kombu_patches
+
+
+def _qos(client: Any) -> Any:
+    @contextmanager
+    def conn_or_acquire(_client: Any = None) -> Any:
+        # What kombu 5.7 does once the connection info was released.
+        raise AttributeError("'NoneType' object has no attribute 'hostname'")
+        yield  # pragma: no cover
+
+    channel = SimpleNamespace(connection=SimpleNamespace(client=client), conn_or_acquire=conn_or_acquire)
+    return SimpleNamespace(channel=channel, _delivered={"tag": 1})
+
+
+def test_restore_after_the_connection_is_gone_is_skipped_not_fatal() -> None:
+    kombu_patches.apply()
+    assert kombu_redis.QoS.restore_unacked is kombu_patches._restore_unacked
+    assert kombu_patches._restore_unacked(_qos(client=None)) is None
+
+
+def test_other_attribute_errors_still_surface() -> None:
+    with pytest.raises(AttributeError):
+        kombu_patches._restore_unacked(_qos(client=object()))
