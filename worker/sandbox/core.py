@@ -380,5 +380,27 @@ def new_id(rng: random.Random, length: int = 24) -> str:
     return "".join(rng.choice("0123456789abcdef") for _ in range(length))
 
 
+def assign_qr_codes(
+    tickets: list[dict[str, Any]],
+    taken: Callable[[str], bool],
+    rng: random.Random,
+    allow_duplicates: bool,
+    length: int = 9,
+) -> list[str] | None:
+    """The Fourvenues rule, shared by both of its APIs: keep a sent qr_code, generate a fresh one
+    where none was sent. None when a sent code already exists (and duplicates are refused)."""
+    codes: list[str] = []
+    for ticket in tickets:
+        code = ticket.get("qr_code")
+        if code is None:
+            code = new_code(rng, length)
+            while taken(code):
+                code = new_code(rng, length)
+        elif taken(code) and not allow_duplicates:
+            return None
+        codes.append(code)
+    return codes
+
+
 def new_code(rng: random.Random, length: int = 9) -> str:
     return "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(length))

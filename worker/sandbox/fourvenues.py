@@ -17,7 +17,7 @@ from worker.sandbox.core import (
     SandboxReply,
     SandboxRequest,
     SimContext,
-    new_code,
+    assign_qr_codes,
     new_id,
     validate,
 )
@@ -76,16 +76,14 @@ class FourvenuesSim:
         problem = validate(FourvenuesTicketsRequest, body)
         if problem is not None:
             return self.error_reply(400, problem)
-        codes: list[str] = []
-        for ticket in body["tickets"]:
-            code = ticket.get("qr_code")
-            if code is None:
-                code = new_code(ctx.rng)
-                while (account, code) in self.by_code:
-                    code = new_code(ctx.rng)
-            elif (account, code) in self.by_code and not ctx.faults.accept_duplicate_qr:
-                return self.error_reply(400, "qr_code already exists")
-            codes.append(code)
+        codes = assign_qr_codes(
+            body["tickets"],
+            lambda code: (account, code) in self.by_code,
+            ctx.rng,
+            ctx.faults.accept_duplicate_qr,
+        )
+        if codes is None:
+            return self.error_reply(400, "qr_code already exists")
         payment_id = new_id(ctx.rng, 32)
         event_id = new_id(ctx.rng, 32)
         created: list[dict[str, Any]] = []

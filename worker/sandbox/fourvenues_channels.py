@@ -11,7 +11,14 @@ import hashlib
 from typing import Any
 
 from schemas.payloads.fourvenues_channels import ChannelTicketsRequest
-from worker.sandbox.core import SandboxReply, SandboxRequest, SimContext, new_code, new_id, validate
+from worker.sandbox.core import (
+    SandboxReply,
+    SandboxRequest,
+    SimContext,
+    assign_qr_codes,
+    new_id,
+    validate,
+)
 
 _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}
 
@@ -77,16 +84,15 @@ class ChannelsSim:
         problem = validate(ChannelTicketsRequest, body)
         if problem is not None:
             return self.error_reply(400, problem)
-        codes: list[str] = []
-        for ticket in body["tickets"]:
-            code = ticket.get("qr_code")
-            if code is None:
-                code = new_code(ctx.rng, 10)
-                while (account, code) in self.codes:
-                    code = new_code(ctx.rng, 10)
-            elif (account, code) in self.codes and not ctx.faults.accept_duplicate_qr:
-                return self.error_reply(400, "qr_code already exists")
-            codes.append(code)
+        codes = assign_qr_codes(
+            body["tickets"],
+            lambda code: (account, code) in self.codes,
+            ctx.rng,
+            ctx.faults.accept_duplicate_qr,
+            length=10,
+        )
+        if codes is None:
+            return self.error_reply(400, "qr_code already exists")
         rate = body["ticket_rate_id"]
         event_id = hashlib.sha256(rate.encode()).hexdigest()[:24]
         created: list[dict[str, Any]] = []
