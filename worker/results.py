@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import redis
@@ -69,8 +68,3 @@ def dead_letter(
         }
     )
     client.xadd(dead_stream, entry)
-
-
-def decode_result(raw: bytes | str) -> dict[str, Any]:
-    value: dict[str, Any] = json.loads(raw)
-    return value
