@@ -19,6 +19,7 @@ from worker.logs import setup_logging
 from worker.settings import Settings, get_settings
 
 ISSUE_TASK = "ticketrelay.issue"
+ISSUE_BATCH_TASK = "ticketrelay.issue_batch"
 SWEEP_TASK = "ticketrelay.sweep"
 REISSUE_TASK = "ticketrelay.reissue_nightly"
 
@@ -114,6 +115,27 @@ def enqueue_issue(key: str, countdown: float | None = None, bulk: bool = False) 
         countdown=countdown,
         queue=s.bulk_queue if bulk else s.queue,
     )
+
+
+def enqueue_issue_many(keys: list[str], countdown: float | None = None, bulk: bool = False) -> None:
+    """Send keys in tasks of up to `task_batch` keys each (one key: the plain issue task)."""
+    s = get_settings()
+    size = s.task_batch
+    for i in range(0, len(keys), size):
+        chunk = keys[i : i + size]
+        if len(chunk) == 1:
+            enqueue_issue(chunk[0], countdown=countdown, bulk=bulk)
+            continue
+        app.send_task(
+            ISSUE_BATCH_TASK,
+            args=[chunk],
+            kwargs={"bulk": True} if bulk else {},
+            # Flower shows the first key and the count, not a wall of keys.
+            argsrepr=f"([{chunk[0]!r}, ... {len(chunk)} keys],)",
+            kwargsrepr="{'bulk': True}" if bulk else "{}",
+            countdown=countdown,
+            queue=s.bulk_queue if bulk else s.queue,
+        )
 
 
 @celery_setup_logging.connect

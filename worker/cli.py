@@ -56,13 +56,14 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_intake(_args: argparse.Namespace) -> int:
-    from worker.app import enqueue_issue
+    from worker.app import enqueue_issue, enqueue_issue_many
     from worker.db import get_engine
     from worker.intake import Intake
 
     setup_logging()
     settings = get_settings()
-    intake = Intake(_redis(), get_engine(), settings, get_accounts(settings), enqueue_issue)
+    accounts = get_accounts(settings)
+    intake = Intake(_redis(), get_engine(), settings, accounts, enqueue_issue, enqueue_issue_many)
     intake.run(_stop_on_signals())
     return 0
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 
 from worker.settings import get_settings
 
@@ -60,3 +64,23 @@ def engine_for(url: str, pool_size: int = 4) -> Engine:
 def get_engine() -> Engine:
     settings = get_settings()
     return _cached_engine(settings.database_url, max(10, settings.worker_concurrency + 4))
+
+
+_write_locks: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()
+_write_locks_guard = threading.Lock()
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """engine.begin() for a write. On SQLite, the threads of one process take turns on a
+    Python lock first: SQLite has one writer at a time, and its own busy handler makes the
+    losers sleep in steps of up to 100 ms (measured: p99 at 120 bookings/s went from 13 ms to
+    over 200 ms with 64 threads). PostgreSQL locks rows, not the file: no lock there."""
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            yield conn
+        return
+    with _write_locks_guard:
+        lock = _write_locks.setdefault(engine, threading.Lock())
+    with lock, engine.begin() as conn:
+        yield conn

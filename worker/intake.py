@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import redis
@@ -30,6 +31,7 @@ from worker.validation import Accepted, Rejected, validate_entry
 log = logging.getLogger("ticketrelay.intake")
 
 Enqueue = Callable[[str], None]
+EnqueueMany = Callable[[list[str]], None]
 
 # Errors after which the entry must be tried again, not dead-lettered: the outside is down.
 # BrokerError: Celery's send_task wraps a refused or lost broker connection in kombu's
@@ -45,12 +47,14 @@ class Intake:
         settings: Settings,
         accounts: dict[tuple[str, str], AccountConfig],
         enqueue: Enqueue,
+        enqueue_many: EnqueueMany | None = None,
     ) -> None:
         self.client = client
         self.engine = engine
         self.settings = settings
         self.accounts = accounts
         self.enqueue = enqueue
+        self.enqueue_many: EnqueueMany = enqueue_many or self._enqueue_each
         self.stream = settings.intake_stream
         self.group = settings.intake_group
         self.consumer = settings.consumer_name
@@ -58,6 +62,10 @@ class Intake:
         self._last_reclaim = 0.0
         self.processed = 0
         self.heartbeat = Heartbeat("intake")
+
+    def _enqueue_each(self, keys: list[str]) -> None:
+        for key in keys:
+            self.enqueue(key)
 
     # --- one entry -------------------------------------------------------------------------
 
@@ -75,6 +83,11 @@ class Intake:
             self.enqueue(ok.idempotency_key)
             log.info("accepted", extra={"event": "accepted", **self._ids(booking)})
             return "accepted"
+        return self._existing(entry_id, fields, ok)
+
+    def _existing(self, entry_id: str, fields: dict[Any, Any], ok: Accepted, sent: bool = False) -> str:
+        """A valid entry whose key already has a row: a resend, or a different payload.
+        `sent`: this read already enqueued the key, so a queued row needs nothing more."""
         existing = ledger.get(self.engine, ok.idempotency_key)
         assert existing is not None  # the insert conflicted on this key
         if existing.payload_sha256 != ok.payload_sha256:
@@ -82,7 +95,7 @@ class Intake:
         if ledger.is_final(existing):
             self._publish(existing)
             return "republished"
-        if existing.status == Status.QUEUED:
+        if existing.status == Status.QUEUED and not sent:
             # Perhaps we crashed between the insert and the enqueue: enqueue again (harmless:
             # the task's claim lets only one run reach the provider).
             self.enqueue(ok.idempotency_key)
@@ -200,42 +213,106 @@ class Intake:
         return _entries(resp)
 
     def run_once(self) -> int:
-        """Read one batch and process it. Returns how many entries were acknowledged."""
+        """Read one batch and process it. Returns how many entries were acknowledged.
+
+        The valid entries of a read are written in one transaction and sent in as few tasks
+        as `task_batch` allows; the rest (rejects, resends, conflicts) take the one-by-one
+        path. Entries are acknowledged together at the end, each only once its outcome is
+        durable; on a Redis or database failure the rest stay pending and are read again."""
         entries = self._read()
-        done = 0
+        acked: list[str] = []
+        try:
+            self._run_batch(entries, acked)
+        finally:
+            if acked:
+                self.client.xack(self.stream, self.group, *acked)
+                self.processed += len(acked)
+        return len(acked)
+
+    def _run_batch(self, entries: list[tuple[Any, dict[Any, Any]]], acked: list[str]) -> None:
+        fresh: list[tuple[str, dict[Any, Any], Accepted]] = []
+        again: list[tuple[str, dict[Any, Any], Accepted]] = []  # a key seen earlier in this read
+        seen: set[str] = set()
         for entry_id, fields in entries:
             eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            verdict = self._guarded(eid, fields, partial(self._validate, fields))
+            if isinstance(verdict, Accepted):
+                (again if verdict.idempotency_key in seen else fresh).append((eid, fields, verdict))
+                seen.add(verdict.idempotency_key)
+                continue
+            if isinstance(verdict, Rejected):
+                self._guarded(eid, fields, partial(self._reject, eid, fields, verdict))
+            acked.append(eid)  # rejected, or dead-lettered by the guard
+
+        new_keys: list[str] = []
+        if fresh:
             try:
-                self.handle(eid, fields)
+                bookings = {ok.idempotency_key: ok.booking() for _e, _f, ok in fresh}
+                created = ledger.create_queued_many(self.engine, list(bookings.values()))
             except TRANSIENT:
-                # Leave it pending; read our own pending entries again after a pause.
                 self._own_pending = True
                 raise
-            except Exception as exc:  # a bug must not turn one entry into a crash loop
-                log.exception("internal error on entry", extra={"event": "internal_error", "entry_id": eid})
+            except Exception:
+                # Not an outage: something about one entry. Take them one by one, so that only
+                # the entry at fault is dead-lettered.
+                log.exception("batch insert failed; one by one", extra={"event": "batch_fallback"})
+                again = fresh + again
+                fresh, created = [], set()
+            new_keys = [ok.idempotency_key for _e, _f, ok in fresh if ok.idempotency_key in created]
+            if new_keys:
                 try:
-                    dead_letter(
-                        self.client,
-                        self.settings.dead_stream,
-                        fields,
-                        f"internal_error: {type(exc).__name__}",
-                        eid,
-                        self.stream,
-                    )
+                    self.enqueue_many(new_keys)
                 except TRANSIENT:
+                    # Rows written, tasks not sent: the entries are read again and, finding
+                    # their rows queued, enqueued again.
+                    self._own_pending = True
                     raise
-                except Exception:
-                    # Even the dead letter fails on this entry: acknowledge it anyway (it stays
-                    # in the stream under its id for an operator) rather than loop on it.
-                    log.critical(
-                        "entry could not be dead-lettered; acknowledged, see the stream",
-                        extra={"event": "dead_letter_failed", "entry_id": eid},
-                    )
-                metrics.dead_letter(self.client, self.settings, "internal_error")
-            self.client.xack(self.stream, self.group, eid)
-            done += 1
-        self.processed += done
-        return done
+            for eid, fields, ok in fresh:
+                if ok.idempotency_key in created:
+                    ids = self._ids(bookings[ok.idempotency_key])
+                    log.info("accepted", extra={"event": "accepted", **ids})
+                    acked.append(eid)
+                else:
+                    again.append((eid, fields, ok))
+        sent = set(new_keys)
+        for eid, fields, ok in again:
+            just_sent = ok.idempotency_key in sent
+            self._guarded(eid, fields, partial(self._existing, eid, fields, ok, just_sent))
+            acked.append(eid)
+
+    def _validate(self, fields: dict[Any, Any]) -> Accepted | Rejected:
+        return validate_entry(fields, self.settings, self.accounts)
+
+    def _guarded(self, eid: str, fields: dict[Any, Any], step: Callable[[], Any]) -> Any:
+        """Run one entry's step. An outage propagates (the entry stays pending); any other
+        error dead-letters this entry, so a bug never turns one entry into a crash loop."""
+        try:
+            return step()
+        except TRANSIENT:
+            self._own_pending = True
+            raise
+        except Exception as exc:
+            log.exception("internal error on entry", extra={"event": "internal_error", "entry_id": eid})
+            try:
+                dead_letter(
+                    self.client,
+                    self.settings.dead_stream,
+                    fields,
+                    f"internal_error: {type(exc).__name__}",
+                    eid,
+                    self.stream,
+                )
+            except TRANSIENT:
+                raise
+            except Exception:
+                # Even the dead letter fails on this entry: acknowledge it anyway (it stays
+                # in the stream under its id for an operator) rather than loop on it.
+                log.critical(
+                    "entry could not be dead-lettered; acknowledged, see the stream",
+                    extra={"event": "dead_letter_failed", "entry_id": eid},
+                )
+            metrics.dead_letter(self.client, self.settings, "internal_error")
+            return None
 
     def run(self, stop: threading.Event) -> None:
         backoff = 0.5

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import httpx
 import redis
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from schemas.result import ResultError
 from schemas.statuses import Status
@@ -22,10 +23,13 @@ from worker.backoff import next_delay
 from worker.providers import build_client, get_provider
 from worker.providers.base import Attempt, Outcome, OutcomeKind
 from worker.ratelimit import Limit, Permit, RateLimiter
-from worker.results import publish_result, result_from_row
+from worker.results import publish_result, publish_results, result_from_row
 from worker.settings import AccountConfig, Settings
 
 log = logging.getLogger("ticketrelay.issue")
+
+# Redis or the database went away: the sweeper re-drives the key later; no stack trace needed.
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OperationalError, OSError)
 
 
 @dataclass
@@ -79,9 +83,28 @@ def _ctx(row: TicketIssuance, **more: object) -> dict[str, object]:
     }
 
 
+# What one key's run produced: the follow-up, and the row to publish when it became final.
+Step = tuple[Next, TicketIssuance | None]
+# How a batch runs its keys: in turn (the default) or on the worker's shared thread pool.
+MapFn = Callable[[Callable[[TicketIssuance], Step], list[TicketIssuance]], list[Step]]
+
+
+def in_turn(fn: Callable[[TicketIssuance], Step], rows: list[TicketIssuance]) -> list[Step]:
+    return [fn(row) for row in rows]
+
+
 def publish_final(deps: Deps, row: TicketIssuance) -> None:
     publish_result(deps.redis, row.reply_to, result_from_row(row))
     ledger.mark_callback_sent(deps.engine, row.idempotency_key)
+
+
+def publish_finals(deps: Deps, rows: list[TicketIssuance]) -> None:
+    """The results of a batch in one Redis round trip and one UPDATE. A crash between the two
+    only means the sweeper publishes them again (results are at least once, by contract)."""
+    if not rows:
+        return
+    publish_results(deps.redis, [(row.reply_to, result_from_row(row)) for row in rows])
+    ledger.mark_callbacks_sent(deps.engine, [row.idempotency_key for row in rows])
 
 
 def _give_up(
@@ -119,18 +142,50 @@ def _last_error(row: TicketIssuance) -> ResultError | None:
 
 
 def process(deps: Deps, key: str, bulk: bool = False) -> Next:
-    row = ledger.get(deps.engine, key)
-    if row is None:
-        log.warning("unknown key", extra={"event": "unknown_key", "idempotency_key": key})
-        return Next()
+    """One key: claim, call, record, publish."""
+    return process_many(deps, [key], bulk=bulk).get(key, Next())
+
+
+def process_many(deps: Deps, keys: list[str], bulk: bool = False, run: MapFn = in_turn) -> dict[str, Next]:
+    """A batch of keys: one SELECT for all of them, each key claimed, called and recorded on
+    its own (by `run`, concurrently in the worker), then the final ones published together.
+    A key that fails here is logged and left to the sweeper; it never stops the others."""
+    unique = list(dict.fromkeys(keys))
+    rows = ledger.get_many(deps.engine, unique)
+    for key in unique:
+        if key not in rows:
+            log.warning("unknown key", extra={"event": "unknown_key", "idempotency_key": key})
+    todo = [rows[key] for key in unique if key in rows]
+    steps = run(lambda row: _guarded(deps, row, bulk), todo)
+    finals = [final for _next, final in steps if final is not None]
+    try:
+        publish_finals(deps, finals)
+    except Exception:
+        # Recorded but not announced: the sweeper publishes rows whose callback_sent_at is empty.
+        log.exception("results not published", extra={"event": "publish_failed", "count": len(finals)})
+    return {row.idempotency_key: nxt for row, (nxt, _final) in zip(todo, steps, strict=True)}
+
+
+def _guarded(deps: Deps, row: TicketIssuance, bulk: bool) -> Step:
+    try:
+        return _step(deps, row, bulk)
+    except Exception as exc:
+        log.error(
+            "key not processed; the sweeper will re-drive it",
+            extra={"event": "internal_error", "error": type(exc).__name__, **_ctx(row)},
+            exc_info=not isinstance(exc, TRANSIENT),
+        )
+        return Next(), None
+
+
+def _step(deps: Deps, row: TicketIssuance, bulk: bool) -> Step:
+    key = row.idempotency_key
     if ledger.is_final(row):
-        if row.callback_sent_at is None:
-            publish_final(deps, row)
-        return Next()
+        return Next(), (row if row.callback_sent_at is None else None)
     why_not = ledger.claimable(row, ledger.utcnow())
     if why_not is not None:
         log.info("skipped", extra={"event": "skipped", "reason": why_not, **_ctx(row)})
-        return Next()
+        return Next(), None
 
     account = deps.accounts.get((row.provider, row.account))
     if account is None or account.missing_credentials() is not None:
@@ -139,14 +194,12 @@ def process(deps: Deps, key: str, bulk: bool = False) -> Next:
             f"no account {row.account!r} is configured for provider {row.provider}"
         )
         error = ResultError(type="configuration_error", message=reason)
-        return _finish(
-            deps, ledger.record_final_error(deps.engine, key, None, Status.FAILED, error, row.in_doubt)
-        )
+        return _finish(ledger.record_final_error(deps.engine, key, None, Status.FAILED, error, row.in_doubt))
 
     if row.attempts - row.attempts_base >= account.max_attempts:
         in_doubt = row.in_doubt or row.status == Status.IN_PROGRESS
         return _finish(
-            deps, _give_up(deps, row, None, row.attempts, account.max_attempts, in_doubt, _last_error(row))
+            _give_up(deps, row, None, row.attempts, account.max_attempts, in_doubt, _last_error(row))
         )
 
     # The account's shared rate limit, before the claim: waiting must not hold the lease. Live
@@ -158,7 +211,7 @@ def process(deps: Deps, key: str, bulk: bool = False) -> Next:
         else Permit(True, 0.0)
     )
     if not permit.granted:
-        return Next(countdown=max(permit.wait_s, 0.05))
+        return Next(countdown=max(permit.wait_s, 0.05)), None
     try:
         return _claim_and_call(deps, row, account, permit)
     finally:
@@ -166,12 +219,12 @@ def process(deps: Deps, key: str, bulk: bool = False) -> Next:
             deps.limiter.release(row.provider, row.account, permit)
 
 
-def _claim_and_call(deps: Deps, row: TicketIssuance, account: AccountConfig, permit: Permit) -> Next:
+def _claim_and_call(deps: Deps, row: TicketIssuance, account: AccountConfig, permit: Permit) -> Step:
     key = row.idempotency_key
     token = uuid.uuid4().hex
     if not ledger.claim(deps.engine, row, token, deps.settings.lease_s):
         log.info("lost claim", extra={"event": "skipped", "reason": "claimed_elsewhere", **_ctx(row)})
-        return Next()
+        return Next(), None
     in_doubt = row.in_doubt or row.status == Status.IN_PROGRESS
     attempt = Attempt(
         idempotency_key=key,
@@ -188,7 +241,7 @@ def _claim_and_call(deps: Deps, row: TicketIssuance, account: AccountConfig, per
 
 def _record(
     deps: Deps, row: TicketIssuance, token: str, attempt: Attempt, outcome: Outcome, elapsed: float
-) -> Next:
+) -> Step:
     key = row.idempotency_key
     ctx = _ctx(
         row,
@@ -224,22 +277,22 @@ def _record(
             )
             if ledger.record_retry(deps.engine, key, token, error, in_doubt, delay) is None:
                 log.warning("lease lost before recording", extra={"event": "lease_lost", **ctx})
-                return Next()
+                return Next(), None
             # Longer waits are parked in next_attempt_at for the sweeper: a Celery countdown longer
             # than the visibility timeout would be delivered twice.
-            return Next(countdown=delay) if delay <= deps.settings.max_countdown_s else Next()
+            return (Next(countdown=delay) if delay <= deps.settings.max_countdown_s else Next()), None
     if recorded is None:
         log.warning("lease lost before recording", extra={"event": "lease_lost", **ctx})
-        return Next()
-    return _finish(deps, recorded)
+        return Next(), None
+    return _finish(recorded)
 
 
-def _finish(deps: Deps, row: TicketIssuance | None) -> Next:
-    """Publish a row that is final, as recorded (no second read)."""
+def _finish(row: TicketIssuance | None) -> Step:
+    """A row that is final, as recorded (no second read), goes out with the batch's results."""
     if row is not None and ledger.is_final(row):
-        publish_final(deps, row)
         log.info("final", extra={"event": "final", "status": row.status, **_ctx(row)})
-    return Next()
+        return Next(), row
+    return Next(), None
 
 
 def sweep(deps: Deps, enqueue: Callable[[str], None]) -> dict[str, int]:

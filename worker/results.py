@@ -44,6 +44,14 @@ def publish_result(client: redis.Redis, stream: str, result: ResultMessage) -> N
     client.xadd(stream, {"result": encode_result(result)})
 
 
+def publish_results(client: redis.Redis, results: list[tuple[str, ResultMessage]]) -> None:
+    """Several results, each onto its own reply_to stream, in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for stream, result in results:
+        pipe.xadd(stream, {"result": encode_result(result)})
+    pipe.execute()
+
+
 def dead_letter(
     client: redis.Redis,
     dead_stream: str,

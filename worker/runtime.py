@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import redis
 
+from schemas.table import TicketIssuance
 from worker.db import get_engine
-from worker.issuing import ClientCache, Deps
+from worker.issuing import ClientCache, Deps, MapFn, Step, in_turn
 from worker.ratelimit import RateLimiter
 from worker.settings import get_accounts, get_settings
 
@@ -26,3 +29,23 @@ def deps() -> Deps:
         clients=ClientCache(),
         limiter=RateLimiter(client),
     )
+
+
+@lru_cache(maxsize=1)
+def _executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=get_settings().worker_concurrency, thread_name_prefix="issue")
+
+
+def batch_runner() -> MapFn:
+    """How a batch task runs its keys. With the thread pool, on one process-wide pool of
+    `worker_concurrency` threads, so a batch of 16 at 250 ms provider latency takes 250 ms, not
+    4 s, and the calls in flight stay bounded per process. Otherwise (prefork, solo) in turn."""
+    if get_settings().worker_pool != "threads":
+        return in_turn
+
+    def run(fn: Callable[[TicketIssuance], Step], rows: list[TicketIssuance]) -> list[Step]:
+        if len(rows) <= 1:
+            return [fn(row) for row in rows]
+        return list(_executor().map(fn, rows))
+
+    return run

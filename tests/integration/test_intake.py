@@ -202,17 +202,76 @@ def test_an_entry_that_breaks_even_the_dead_letter_is_acknowledged_not_looped(
     xadd(redis_client, envelope("eguma", "m-poison"))
     xadd(redis_client, envelope("eguma", "m-next"))
 
-    def broken_handle(entry_id: str, fields: dict[Any, Any]) -> str:
+    def broken_validate(fields: dict[Any, Any]) -> Any:
         if b"m-poison" in fields[b"message"]:
             raise RuntimeError("a bug")
-        return original(entry_id, fields)
+        return original(fields)
 
     def broken_dead_letter(*_a: Any, **_k: Any) -> None:
         raise ValueError("another bug")
 
-    original = intake.handle
-    monkeypatch.setattr(intake, "handle", broken_handle)
+    original = intake._validate
+    monkeypatch.setattr(intake, "_validate", broken_validate)
     monkeypatch.setattr("worker.intake.dead_letter", broken_dead_letter)
     drain(intake)
     assert enqueued == [idempotency_key("eguma", "default", "m-next")]
+    assert redis_client.xpending("ticketrelay:bookings", settings.intake_group)["pending"] == 0
+
+
+def test_one_read_becomes_one_transaction_and_one_batched_enqueue(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    batches: list[list[str]] = []
+    s = settings.model_copy(update={"consumer_name": "batcher"})
+    intake = Intake(
+        redis_client,
+        make_engine(s.database_url),
+        s,
+        sandbox_accounts("http://sandbox"),
+        lambda _key: pytest.fail("a batch of new keys must go through enqueue_many"),
+        batches.append,
+    )
+    intake.ensure_group()
+    for i in range(5):
+        xadd(redis_client, envelope("eguma", f"m-b{i}"))
+    assert intake.run_once() == 5
+    assert batches == [[idempotency_key("eguma", "default", f"m-b{i}") for i in range(5)]]
+    assert rows(intake) == 5
+    assert redis_client.xpending("ticketrelay:bookings", s.intake_group)["pending"] == 0
+
+
+def test_the_same_message_id_twice_in_one_read(redis_client: redis.Redis, settings: Settings) -> None:
+    intake, enqueued = make_intake(redis_client, settings)
+    first = envelope("eguma", "m-twice")
+    changed = envelope("eguma", "m-twice")
+    changed["payload"]["items"][0]["quantity"] = 3
+    xadd(redis_client, first)
+    xadd(redis_client, first)  # a plain resend: one row, one task
+    xadd(redis_client, changed)  # same message_id, different payload: a conflict
+    assert intake.run_once() == 3
+    assert enqueued == [idempotency_key("eguma", "default", "m-twice")]
+    assert rows(intake) == 1
+    reasons = [f[b"dead_reason"].decode() for f in dead(redis_client)]
+    assert len(reasons) == 1 and reasons[0].startswith("duplicate_message_id")
+
+
+def test_a_database_outage_leaves_the_whole_read_pending(
+    redis_client: redis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    intake, enqueued = make_intake(redis_client, settings)
+    for i in range(3):
+        xadd(redis_client, envelope("eguma", f"m-o{i}"))
+
+    def down(*_a: Any, **_k: Any) -> Any:
+        raise OperationalError("INSERT", {}, Exception("database is gone"))
+
+    monkeypatch.setattr(ledger, "create_queued_many", down)
+    with pytest.raises(OperationalError):
+        intake.run_once()
+    assert redis_client.xpending("ticketrelay:bookings", settings.intake_group)["pending"] == 3
+    monkeypatch.undo()
+    drain(intake)  # the same entries, read again from this consumer's pending list
+    assert sorted(enqueued) == sorted(idempotency_key("eguma", "default", f"m-o{i}") for i in range(3))
     assert redis_client.xpending("ticketrelay:bookings", settings.intake_group)["pending"] == 0

@@ -172,3 +172,49 @@ def test_backoff_is_exponential_with_full_jitter_and_retry_after_floor() -> None
     assert all(next_delay(1, 1.0, 300, 30, rng) >= 30 for _ in range(50))
     assert next_delay(20, 1.0, 300, None, rng) <= 300
     assert next_delay(1, 1.0, 300, 86400, rng) == 300  # an absurd Retry-After is capped
+
+
+def test_a_batch_reads_once_publishes_together_and_survives_a_broken_key(
+    deps: issuing.Deps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = [accept(deps.engine, "eguma", f"m-batch-{i}") for i in range(4)]
+    selects: list[list[str]] = []
+    real_get_many = ledger.get_many
+
+    def counting_get_many(engine: Engine, wanted: list[str]) -> dict[str, Any]:
+        selects.append(wanted)
+        return real_get_many(engine, wanted)
+
+    monkeypatch.setattr(ledger, "get_many", counting_get_many)
+    real_claim = ledger.claim
+
+    def claim_breaking_one(engine: Engine, row: Any, token: str, lease_s: float) -> bool:
+        if row.idempotency_key == keys[1]:
+            raise RuntimeError("a bug in one key")
+        return real_claim(engine, row, token, lease_s)
+
+    monkeypatch.setattr(ledger, "claim", claim_breaking_one)
+    ran: list[int] = []
+
+    def runner(fn: Any, rows: list[Any]) -> list[Any]:
+        ran.append(len(rows))
+        return [fn(r) for r in reversed(rows)][::-1]  # any order must map back to the right key
+
+    out = issuing.process_many(deps, [*keys, keys[0], "no-such-key"], run=runner)
+    assert selects == [[*keys, "no-such-key"]]  # one SELECT for the batch, duplicates folded
+    assert ran == [4]
+    assert set(out) == set(keys)
+    got = results(deps)
+    assert sorted(r["idempotency_key"] for r in got) == sorted([keys[0], keys[2], keys[3]])
+    assert all(r["status"] == "issued" for r in got)
+    assert ledger.get(deps.engine, keys[1]).status == "queued"  # type: ignore[union-attr]
+    for key in (keys[0], keys[2], keys[3]):
+        assert ledger.get(deps.engine, key).callback_sent_at is not None  # type: ignore[union-attr]
+
+
+def test_a_batch_with_rows_already_final_republishes_only_the_unsent(deps: issuing.Deps) -> None:
+    a, b = accept(deps.engine, "eguma", "m-f1"), accept(deps.engine, "eguma", "m-f2")
+    issuing.process(deps, a)
+    assert len(results(deps)) == 1
+    issuing.process_many(deps, [a, b])
+    assert [r["idempotency_key"] for r in results(deps)] == [a, b]  # a is not sent twice
