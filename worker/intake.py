@@ -203,14 +203,19 @@ class Intake:
             if entries:
                 return entries
             self._own_pending = False
+        batch = self.settings.intake_batch
         resp = self.client.xreadgroup(
-            self.group,
-            self.consumer,
-            {self.stream: ">"},
-            count=self.settings.intake_batch,
-            block=self.settings.intake_block_ms,
+            self.group, self.consumer, {self.stream: ">"}, count=batch, block=self.settings.intake_block_ms
         )
-        return _entries(resp)
+        entries = _entries(resp)
+        linger = self.settings.intake_linger_ms
+        if entries and len(entries) < batch and linger > 0:
+            time.sleep(linger / 1000)
+            more = self.client.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=batch - len(entries)
+            )
+            entries += _entries(more)
+        return entries
 
     def run_once(self) -> int:
         """Read one batch and process it. Returns how many entries were acknowledged.
