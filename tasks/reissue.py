@@ -6,7 +6,7 @@ import logging
 import threading
 from datetime import UTC, datetime
 
-from worker.app import REISSUE_TASK, app, enqueue_issue
+from worker.app import REISSUE_TASK, app, enqueue_issue, enqueue_issue_many
 from worker.reissue import Run, Selection
 from worker.runtime import deps
 
@@ -25,6 +25,7 @@ def reissue_nightly() -> dict[str, object]:
         lambda key: enqueue_issue(key, bulk=True),
         run_id=f"nightly-{datetime.now(UTC):%Y%m%d}",
         selection=Selection.from_spec(d.settings.reissue_selection),
+        enqueue_many=lambda keys: enqueue_issue_many(keys, bulk=True),
     )
     if not run.lock():
         log.info(

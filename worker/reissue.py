@@ -144,8 +144,13 @@ class Run:
         enqueue: Callable[[str], None],
         run_id: str | None = None,
         selection: Selection | None = None,
+        enqueue_many: Callable[[list[str]], None] | None = None,
     ) -> None:
-        self.engine, self.redis, self.settings, self.enqueue = engine, client, settings, enqueue
+        self.engine, self.redis, self.settings = engine, client, settings
+        self._enqueue_one = enqueue
+        self._enqueue_many = enqueue_many
+        # While feeding a window, keys are collected and sent as batch tasks at its end.
+        self._buffer: list[str] | None = None
         self.run_id = run_id or f"run-{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
         self.selection = selection or Selection()
         self.skipped: Counter[str] = Counter()
@@ -154,6 +159,17 @@ class Run:
         self._last_id = 0
         self._lock_key = f"ticketrelay:reissue:lock:{self.run_id}"
         self._owner = uuid.uuid4().hex
+
+    def enqueue(self, key: str) -> None:
+        if self._buffer is not None and self._enqueue_many is not None:
+            self._buffer.append(key)
+        else:
+            self._enqueue_one(key)
+
+    def _flush(self) -> None:
+        keys, self._buffer = self._buffer or [], None
+        if keys and self._enqueue_many is not None:
+            self._enqueue_many(keys)
 
     # --- bookkeeping -------------------------------------------------------------------------
 
@@ -369,12 +385,18 @@ class Run:
             if room > 0 and not exhausted:
                 batch = self._next_batch(room)
                 exhausted = not batch
-                for row in batch:
-                    outcome = self.drive(row)
-                    if outcome in ("redriven", "new_generation"):
-                        self.fed += 1
-                    else:
-                        self.skipped[outcome] += 1
+                self._buffer = []
+                try:
+                    for row in batch:
+                        outcome = self.drive(row)
+                        if outcome in ("redriven", "new_generation"):
+                            self.fed += 1
+                        else:
+                            self.skipped[outcome] += 1
+                finally:
+                    # Rows already marked queued but not sent (a crash here) are re-driven
+                    # by the sweeper once stale, like any queued row.
+                    self._flush()
             progress = self.progress(total)
             if on_progress is not None:
                 on_progress(progress)

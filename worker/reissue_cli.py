@@ -50,7 +50,7 @@ def _bar(p: Progress, width: int = 28) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker.app import enqueue_issue
+    from worker.app import enqueue_issue, enqueue_issue_many
     from worker.db import get_engine
     from worker.runtime import deps
     from worker.settings import get_accounts, get_settings
@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         lambda key: enqueue_issue(key, bulk=True),
         run_id=args.resume,
         selection=selection,
+        enqueue_many=lambda keys: enqueue_issue_many(keys, bulk=True),
     )
     if args.resume and not args.dry_run and not r.load_or_create():
         print(f"ticketrelay reissue: no run {args.resume!r} to resume", file=sys.stderr)

@@ -315,3 +315,30 @@ def test_a_running_run_shows_in_status_and_metrics(h: Harness, redis_url: str, s
         for s in fam.samples
     }
     assert samples == {("visible-run", "total"): 2.0, ("visible-run", "queued"): 2.0}
+
+
+def test_a_window_is_sent_as_batch_tasks(h: Harness) -> None:
+    h.sandbox.set_faults("eguma", fail_next=[{"status": 503}] * 21)
+    keys = [h.accept("eguma", f"w{i}") for i in range(7)]
+    for key in keys:
+        assert h.work(key) == "failed"
+    h.sandbox.set_faults("eguma")
+    batches: list[list[str]] = []
+
+    def enqueue_many(ks: list[str]) -> None:
+        batches.append(list(ks))
+        h.queue.extend(ks)
+        h.enqueued.extend(ks)
+
+    run = Run(
+        h.deps.engine,
+        h.deps.redis,
+        h.settings,
+        lambda _k: pytest.fail("a window's keys go out through enqueue_many"),
+        selection=Selection(statuses=["failed"]),
+        enqueue_many=enqueue_many,
+    )
+    assert _feed(run, h) is True
+    assert sorted(k for b in batches for k in b) == sorted(keys)  # each key once
+    assert all(len(b) <= h.settings.reissue_window for b in batches) and len(batches) >= 2
+    assert all(ledger.get(h.deps.engine, k).status == "issued" for k in keys)  # type: ignore[union-attr]
