@@ -25,7 +25,7 @@ def issue_ticket(self: Task, idempotency_key: str, bulk: bool = False) -> None:
 
 @app.task(name=ISSUE_BATCH_TASK, bind=True, acks_late=True)
 def issue_batch(self: Task, idempotency_keys: list[str], bulk: bool = False) -> None:
-    follows = issuing.process_many(deps(), idempotency_keys, bulk=bulk, run=batch_runner())
+    follows = issuing.process_many(deps(), idempotency_keys, bulk=bulk, run=batch_runner(bulk))
     # Keys that must come back later travel together again, grouped by when (to 0.1 s, up):
     # a rate-limited bulk batch stays one message instead of becoming sixteen.
     later: dict[float, list[str]] = defaultdict(list)

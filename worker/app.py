@@ -130,8 +130,7 @@ def enqueue_issue_many(keys: list[str], countdown: float | None = None, bulk: bo
             ISSUE_BATCH_TASK,
             args=[chunk],
             kwargs={"bulk": True} if bulk else {},
-            # Flower shows the first key and the count, not a wall of keys.
-            argsrepr=f"([{chunk[0]!r}, ... {len(chunk)} keys],)",
+            argsrepr=repr((chunk,)),  # keys only: Flower lists them, nothing personal
             kwargsrepr="{'bulk': True}" if bulk else "{}",
             countdown=countdown,
             queue=s.bulk_queue if bulk else s.queue,
