@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from schemas.result import ResultError
 from schemas.statuses import Status
-from worker import ledger, metrics
+from worker import ledger, metrics, retention
 from worker.heartbeat import Heartbeat
 from worker.results import dead_letter, publish_result, result_from_row
 from worker.settings import AccountConfig, Settings
@@ -322,6 +322,7 @@ class Intake:
     def run(self, stop: threading.Event) -> None:
         backoff = 0.5
         group_ready = False
+        next_trim = 0.0
         while not stop.is_set():
             try:
                 if not group_ready:
@@ -330,6 +331,17 @@ class Intake:
                 self.run_once()
                 self.heartbeat.beat()
                 backoff = 0.5
+                trim_every = self.settings.intake_trim_interval_s
+                if trim_every > 0 and time.monotonic() >= next_trim:
+                    next_trim = time.monotonic() + trim_every
+                    try:  # housekeeping: a failure here must never stop intake
+                        retention.trim_processed(self.client, self.stream)
+                        # Intake writes the dead letters; its XADDs carry no cap of their own.
+                        retention.cap_stream(
+                            self.client, self.settings.dead_stream, self.settings.dead_maxlen
+                        )
+                    except Exception:
+                        log.exception("trimming the streams failed", extra={"event": "trim_failed"})
             except redis.ResponseError as exc:
                 if "NOGROUP" in str(exc):  # Redis restarted empty: the group is gone
                     log.warning("consumer group missing; creating it again", extra={"event": "nogroup"})

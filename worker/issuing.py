@@ -94,7 +94,7 @@ def in_turn(fn: Callable[[TicketIssuance], Step], rows: list[TicketIssuance]) ->
 
 
 def publish_final(deps: Deps, row: TicketIssuance) -> None:
-    publish_result(deps.redis, row.reply_to, result_from_row(row))
+    publish_result(deps.redis, row.reply_to, result_from_row(row), deps.settings.results_maxlen)
     ledger.mark_callback_sent(deps.engine, row.idempotency_key)
 
 
@@ -103,7 +103,9 @@ def publish_finals(deps: Deps, rows: list[TicketIssuance]) -> None:
     only means the sweeper publishes them again (results are at least once, by contract)."""
     if not rows:
         return
-    publish_results(deps.redis, [(row.reply_to, result_from_row(row)) for row in rows])
+    publish_results(
+        deps.redis, [(row.reply_to, result_from_row(row)) for row in rows], deps.settings.results_maxlen
+    )
     ledger.mark_callbacks_sent(deps.engine, [row.idempotency_key for row in rows])
 
 

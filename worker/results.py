@@ -40,15 +40,22 @@ def encode_result(result: ResultMessage) -> str:
     return result.model_dump_json()
 
 
-def publish_result(client: redis.Redis, stream: str, result: ResultMessage) -> None:
-    client.xadd(stream, {"result": encode_result(result)})
+def publish_result(
+    client: redis.Redis, stream: str, result: ResultMessage, maxlen: int | None = None
+) -> None:
+    """`maxlen` (here and below; None or 0: unbounded) caps the stream as we write, so Redis
+    (noeviction) never fills up. Approximate (`~`): Redis drops whole macro-nodes only, which
+    costs next to nothing per write; the stream stays a little above the cap, not at it."""
+    client.xadd(stream, {"result": encode_result(result)}, maxlen=maxlen or None, approximate=True)
 
 
-def publish_results(client: redis.Redis, results: list[tuple[str, ResultMessage]]) -> None:
+def publish_results(
+    client: redis.Redis, results: list[tuple[str, ResultMessage]], maxlen: int | None = None
+) -> None:
     """Several results, each onto its own reply_to stream, in one round trip."""
     pipe = client.pipeline(transaction=False)
     for stream, result in results:
-        pipe.xadd(stream, {"result": encode_result(result)})
+        pipe.xadd(stream, {"result": encode_result(result)}, maxlen=maxlen or None, approximate=True)
     pipe.execute()
 
 
@@ -59,6 +66,7 @@ def dead_letter(
     reason: str,
     entry_id: str | None,
     source_stream: str,
+    maxlen: int | None = None,
 ) -> None:
     """Keep the entry untouched, with our reason beside it. Our own fields carry a `dead_`
     prefix; an original field of the same name is kept under `orig_` so nothing is lost."""
@@ -75,4 +83,4 @@ def dead_letter(
             "dead_at": utcnow().isoformat(),
         }
     )
-    client.xadd(dead_stream, entry)
+    client.xadd(dead_stream, entry, maxlen=maxlen or None, approximate=True)

@@ -95,6 +95,15 @@ class Settings(BaseSettings):
     metrics_port: int = 9808
     metrics_key: str = "ticketrelay:metrics"
 
+    # Retention (worker/retention.py): Redis runs with noeviction, so a stream that only grows
+    # ends with a Redis that refuses writes. Caps are approximate entry counts, 0: unbounded;
+    # SQL stays the record, so a result trimmed away can be republished from its row.
+    results_maxlen: int = Field(default=1_000_000, ge=0)
+    dead_maxlen: int = Field(default=100_000, ge=0)
+    # How often intake drops the bookings entries every group has acknowledged (personal data
+    # with no further use) and caps the dead stream it writes. 0 turns it off.
+    intake_trim_interval_s: float = Field(default=10.0, ge=0)
+
     @field_validator("reply_to_prefix", "intake_stream", "results_stream", "dead_stream", "metrics_key")
     @classmethod
     def _not_empty(cls, value: str) -> str:

@@ -120,7 +120,8 @@ def test_scraped_metrics_match_the_ledger(system: System, exporter: str) -> None
     assert total(samples, retries) == 1
     assert total(samples, "ticketrelay_dead_letters_total", error_type="invalid_payload") == 1
     assert total(samples, "ticketrelay_dead_letter_stream_length") == 1
-    assert total(samples, "ticketrelay_intake_stream_length") == len(PROVIDERS) + 1
+    # Intake may already have trimmed what it acknowledged, down to its last delivered entry.
+    assert 1 <= total(samples, "ticketrelay_intake_stream_length") <= len(PROVIDERS) + 1
     assert total(samples, "ticketrelay_intake_pending_entries") == 0
     assert total(samples, "ticketrelay_results_stream_length") >= len(PROVIDERS) + 1
     assert total(samples, "ticketrelay_oldest_unfinished_booking_age_seconds") == 0
