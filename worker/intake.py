@@ -130,6 +130,7 @@ class Intake:
             f"{bad.error_type}: {bad.reason}",
             entry_id,
             self.stream,
+            self.settings.dead_maxlen,
         )
         metrics.dead_letter(self.client, self.settings, bad.error_type)
         if key is not None:
@@ -156,13 +157,21 @@ class Intake:
         )
         if why:
             reason += f" (and it is invalid: {why})"
-        dead_letter(self.client, self.settings.dead_stream, fields, reason, entry_id, self.stream)
+        dead_letter(
+            self.client,
+            self.settings.dead_stream,
+            fields,
+            reason,
+            entry_id,
+            self.stream,
+            self.settings.dead_maxlen,
+        )
         metrics.dead_letter(self.client, self.settings, "duplicate_message_id")
         log.warning("conflict", extra={"event": "conflict", "message_id": message_id, "entry_id": entry_id})
         return "conflict"
 
     def _publish(self, row: Any) -> None:
-        publish_result(self.client, row.reply_to, result_from_row(row))
+        publish_result(self.client, row.reply_to, result_from_row(row), self.settings.results_maxlen)
         ledger.mark_callback_sent(self.engine, row.idempotency_key)
 
     @staticmethod
@@ -306,6 +315,7 @@ class Intake:
                     f"internal_error: {type(exc).__name__}",
                     eid,
                     self.stream,
+                    self.settings.dead_maxlen,
                 )
             except TRANSIENT:
                 raise

@@ -1,39 +1,69 @@
 """A workaround for a kombu 5.7 Redis transport bug, applied by worker.app.
 
-When the broker connection is lost while messages are unacknowledged, Celery closes the channel
-and kombu tries to restore those messages through a new client built from connection info that
-was already released: `AttributeError: 'NoneType' object has no attribute 'hostname'`. Celery
-treats that as an "Unrecoverable error" and the worker process exits (found by
-tests/e2e/test_outages_e2e.py under load). Skipping the restore in that one case is safe: the
-messages stay in Redis' `unacked` hash and come back after the visibility timeout, and the
-ledger's sweeper re-drives their rows long before that.
+When the broker connection is lost, Celery closes the channel and kombu releases its connection
+info. Anything that later touches Redis through that channel builds a new client from the
+released info and raises `AttributeError: 'NoneType' object has no attribute 'hostname'` (or
+`... 'client'`). Celery treats that as an "Unrecoverable error" and the worker process exits.
+Found by tests/e2e/test_outages_e2e.py in two places:
+
+- restoring the unacknowledged messages when the connection goes (under load);
+- acknowledging, after the reconnect, a task that was running during the outage (a batch task
+  waiting for slow provider calls): Celery acks through the message's old channel.
+
+Skipping the Redis call in exactly that case is safe: the message stays in Redis' `unacked`
+hash and comes back after the visibility timeout; by then its bookings are final in the ledger,
+so running it again publishes nothing new and calls no provider (and the sweeper re-drives any
+booking that was not finished much sooner).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
 log = logging.getLogger("ticketrelay.worker")
-_original_restore_unacked = kombu_redis.QoS.restore_unacked
+
+_PATCHED = ("restore_unacked", "ack", "restore_by_tag")
+_originals: dict[str, Callable[..., Any]] = {name: getattr(kombu_redis.QoS, name) for name in _PATCHED}
 
 
-def _restore_unacked(self: Any, client: Any = None) -> Any:
-    try:
-        return _original_restore_unacked(self, client)
-    except AttributeError:
-        transport = getattr(self.channel, "connection", None)
-        if transport is not None and getattr(transport, "client", None) is not None:
-            raise  # not the known case: let it surface
-        log.warning(
-            "broker connection already gone: unacknowledged messages stay in Redis and come back "
-            "after the visibility timeout (the sweeper re-drives their bookings sooner)",
-            extra={"event": "restore_skipped"},
-        )
-        return None
+def connection_gone(channel: Any) -> bool:
+    transport = getattr(channel, "connection", None)
+    return transport is None or getattr(transport, "client", None) is None
+
+
+def _guarded(name: str) -> Callable[..., Any]:
+    original = _originals[name]
+
+    @functools.wraps(original)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(self, *args, **kwargs)
+        except AttributeError:
+            if not connection_gone(getattr(self, "channel", None)):
+                raise  # not the known case: let it surface
+            log.warning(
+                "broker connection already gone: %s skipped; the message stays in Redis and comes "
+                "back after the visibility timeout (the sweeper re-drives its bookings sooner)",
+                name,
+                extra={"event": "broker_call_skipped", "call": name},
+            )
+            return None
+
+    return call
+
+
+_restore_unacked = _guarded("restore_unacked")
+_ack = _guarded("ack")
+_restore_by_tag = _guarded("restore_by_tag")
 
 
 def apply() -> None:
-    setattr(kombu_redis.QoS, "restore_unacked", _restore_unacked)  # noqa: B010 - a patch, on purpose
+    # A patch, on purpose: kombu offers no hook for this.
+    kombu_redis.QoS.restore_unacked = _restore_unacked  # type: ignore[method-assign]
+    kombu_redis.QoS.ack = _ack  # type: ignore[method-assign]
+    kombu_redis.QoS.restore_by_tag = _restore_by_tag  # type: ignore[method-assign]

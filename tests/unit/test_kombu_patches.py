@@ -32,3 +32,20 @@ def test_restore_after_the_connection_is_gone_is_skipped_not_fatal() -> None:
 def test_other_attribute_errors_still_surface() -> None:
     with pytest.raises(AttributeError):
         kombu_patches._restore_unacked(_qos(client=object()))
+
+
+def test_an_ack_after_the_reconnect_on_the_old_channel_is_skipped_not_fatal() -> None:
+    kombu_patches.apply()
+    assert kombu_redis.QoS.ack is kombu_patches._ack
+
+    def pipe_fails(_tag: Any) -> Any:
+        # kombu 5.7: the old channel's connection is None after the reconnect.
+        raise AttributeError("'NoneType' object has no attribute 'client'")
+
+    qos = SimpleNamespace(channel=SimpleNamespace(connection=None), _remove_from_indices=pipe_fails)
+    assert kombu_patches._ack(qos, "tag") is None
+    live = SimpleNamespace(
+        channel=SimpleNamespace(connection=SimpleNamespace(client=object())), _remove_from_indices=pipe_fails
+    )
+    with pytest.raises(AttributeError):
+        kombu_patches._ack(live, "tag")
