@@ -71,7 +71,7 @@ HERE = Path(__file__).resolve().parent
 ALL_PROVIDERS = ("eguma", "fourvenues", "fourvenues_channels", "remypass")
 _burst = inspect.signature(RateLimiter.__init__).parameters
 LIVE_BURST_S: float = _burst["live_burst_s"].default
-BULK_BURST_S: float = _burst["bulk_burst_s"].default
+BULK_RESERVE_S: float = _burst["bulk_reserve_s"].default
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -428,8 +428,8 @@ def run(args: argparse.Namespace) -> int:
             [
                 "busiest 1 s at the provider",
                 ", ".join(f"{r.provider} {r.max_1s}" for r in rates),
-                f"<= {limit_burst:g} (limit + live burst {LIVE_BURST_S:g} s; bulk burst {BULK_BURST_S:g} s): "
-                + ("within" if within else "EXCEEDED"),
+                f"<= {limit_burst:g} (limit + live burst {LIVE_BURST_S:g} s; "
+                f"bulk paced, reserving {BULK_RESERVE_S:g} s ahead): " + ("within" if within else "EXCEEDED"),
             ],
             [
                 "live p95, no bulk run",

@@ -204,11 +204,12 @@ def _step(deps: Deps, row: TicketIssuance, bulk: bool) -> Step:
             _give_up(deps, row, None, row.attempts, account.max_attempts, in_doubt, _last_error(row))
         )
 
-    # The account's shared rate limit, before the claim: waiting must not hold the lease. Live
-    # work waits in the thread a little; bulk work never does, it comes back later.
+    # The account's shared rate limit, before the claim: waiting must not hold the lease. Both
+    # wait in the thread a little (bulk on its own pool, so live threads are never taken);
+    # past that the key comes back later as a new message.
     limit = Limit(account.rate_limit_per_s, account.max_concurrent)
     permit = (
-        deps.limiter.acquire(row.provider, row.account, limit, bulk=bulk, max_wait_s=0.0 if bulk else 2.0)
+        deps.limiter.acquire(row.provider, row.account, limit, bulk=bulk, max_wait_s=1.0 if bulk else 2.0)
         if deps.limiter is not None
         else Permit(True, 0.0)
     )

@@ -5,9 +5,14 @@ Requests per second: GCRA (the generic cell rate algorithm), one key per account
 expiries, so a holder that died frees its slot by itself. Both are checked and taken in one Lua
 script: one round trip to acquire, one to release.
 
-Live bookings go first: bulk work may only use the bucket while it is at most `bulk_burst_s`
-ahead of now, live work while it is at most `live_burst_s` ahead. When bulk saturates the
-limit, a live booking still finds room at once and pushes bulk back.
+Live bookings go first. Live work may use the bucket while it is at most `live_burst_s` ahead
+of now, and goes at once (a small burst). Bulk work may reserve a slot at most
+`bulk_reserve_s` ahead (less than the live burst) and then sleeps until that slot: bulk calls
+are paced exactly at the rate, never in a burst, and a live booking arriving while bulk keeps
+the bucket full still finds room at once. Reserving (instead of being refused until the bucket
+is empty) is what lets bulk reach the limit: refused callers that come back later left gaps,
+and many refused threads polling for the next 5 ms slot cost more than the calls (measured:
+96 of 200 requests/s).
 
 A 429 from the provider sets a penalty that multiplies the interval (halves the rate) for a
 while: the provider told us its own limit is lower than ours.
@@ -15,6 +20,7 @@ while: the provider told us its own limit is lower than ours.
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,6 +38,8 @@ local tolerance = tonumber(ARGV[3])
 local max_conc = tonumber(ARGV[4])
 local token = ARGV[5]
 local lease_until = now + tonumber(ARGV[6])
+local pace = tonumber(ARGV[7])
+local delay = 0
 local penalty = tonumber(redis.call('GET', pen_key) or '1')
 if max_conc > 0 then
   redis.call('ZREMRANGEBYSCORE', sem_key, '-inf', now)
@@ -51,12 +59,15 @@ if interval > 0 then
   end
   local new_tat = tat + interval
   redis.call('SET', tat_key, new_tat, 'PX', math.ceil(new_tat - now + 60000))
+  -- A paced caller gets the slot that starts at the old TAT: it waits until then.
+  if pace == 1 then delay = tat - now end
 end
 if max_conc > 0 then
   redis.call('ZADD', sem_key, lease_until, token)
   redis.call('PEXPIRE', sem_key, math.ceil(lease_until - now + 60000))
 end
-return {1, 0}
+-- As a string: Lua numbers become integers on the way out, and a delay is a fraction of a ms.
+return {1, tostring(delay)}
 """
 
 
@@ -69,8 +80,9 @@ class Limit:
 @dataclass(frozen=True)
 class Permit:
     granted: bool
-    wait_s: float
+    wait_s: float  # refused: how long until it may be granted
     token: str = ""
+    delay_s: float = 0.0  # granted to a paced (bulk) caller: how long until its slot
 
 
 class RateLimiter:
@@ -79,13 +91,13 @@ class RateLimiter:
         client: redis.Redis,
         prefix: str = "ticketrelay:ratelimit",
         live_burst_s: float = 0.2,
-        bulk_burst_s: float = 0.0,
+        bulk_reserve_s: float = 0.1,
         lease_s: float = 120.0,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.live_burst_s = live_burst_s
-        self.bulk_burst_s = bulk_burst_s
+        self.bulk_reserve_s = bulk_reserve_s
         self.lease_s = lease_s
         self._script: Any = client.register_script(_ACQUIRE)
 
@@ -97,25 +109,41 @@ class RateLimiter:
         if not limit.per_s and not limit.concurrency:
             return Permit(True, 0.0)
         interval = 1000.0 / limit.per_s if limit.per_s else 0.0
-        burst = self.bulk_burst_s if bulk else self.live_burst_s
+        ahead = self.bulk_reserve_s if bulk else self.live_burst_s
         token = uuid.uuid4().hex
-        granted, wait_ms = self._script(
+        granted, ms = self._script(
             keys=self._keys(provider, account),
-            args=[0, interval, burst * 1000.0, limit.concurrency or 0, token, self.lease_s * 1000.0],
+            args=[
+                0,
+                interval,
+                ahead * 1000.0,
+                limit.concurrency or 0,
+                token,
+                self.lease_s * 1000.0,
+                int(bulk),
+            ],
         )
-        return Permit(bool(granted), float(wait_ms) / 1000.0, token if granted else "")
+        if granted:
+            return Permit(True, 0.0, token, max(float(ms), 0.0) / 1000.0)
+        return Permit(False, float(ms) / 1000.0)
 
     def acquire(
         self, provider: str, account: str, limit: Limit, bulk: bool = False, max_wait_s: float = 2.0
     ) -> Permit:
         """Wait in-process up to `max_wait_s`; past that, return the denial with its wait so the
-        caller can schedule itself later instead of holding a thread."""
+        caller can schedule itself later instead of holding a thread. A granted bulk permit
+        returns once its reserved slot has come."""
         deadline = time.monotonic() + max_wait_s
         while True:
             permit = self.try_acquire(provider, account, limit, bulk)
-            if permit.granted or time.monotonic() + permit.wait_s > deadline:
+            if permit.granted:
+                if permit.delay_s > 0:
+                    time.sleep(permit.delay_s)
                 return permit
-            time.sleep(max(permit.wait_s, 0.001))
+            if time.monotonic() + permit.wait_s > deadline:
+                return permit
+            # Jitter: refused threads that all woke at the same instant would race for one slot.
+            time.sleep(max(permit.wait_s, 0.001) + random.uniform(0, 0.02))
 
     def release(self, provider: str, account: str, permit: Permit) -> None:
         if permit.token:

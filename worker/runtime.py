@@ -33,10 +33,9 @@ def deps() -> Deps:
 
 @lru_cache(maxsize=2)
 def _executor(bulk: bool) -> ThreadPoolExecutor:
-    # Two pools: a live key must never wait in a queue behind a night's bulk keys. Bulk gets
-    # half the threads (enough for 200 requests/s at 100 ms with room to spare).
-    n = get_settings().worker_concurrency
-    size = max(1, n // 2) if bulk else n
+    # Two pools of the same size: a live key must never wait in a queue behind a night's bulk
+    # keys, and bulk threads also sleep until their reserved rate-limit slot (worker.ratelimit).
+    size = get_settings().worker_concurrency
     return ThreadPoolExecutor(max_workers=size, thread_name_prefix="bulk" if bulk else "issue")
 
 

@@ -62,12 +62,47 @@ def test_concurrency_slots_are_shared_and_freed(redis_client: redis.Redis) -> No
 
 
 def test_live_goes_before_bulk(redis_client: redis.Redis) -> None:
-    limiter = RateLimiter(redis_client, live_burst_s=0.5, bulk_burst_s=0.0)
+    limiter = RateLimiter(redis_client, live_burst_s=0.5, bulk_reserve_s=0.15)
     lim = Limit(per_s=10, concurrency=None)
-    assert limiter.try_acquire("eguma", "default", lim, bulk=True).granted
-    # The bucket is now ahead of now: bulk must wait, live still gets in.
-    assert not limiter.try_acquire("eguma", "default", lim, bulk=True).granted
-    assert limiter.try_acquire("eguma", "default", lim, bulk=False).granted
+    first = limiter.try_acquire("eguma", "default", lim, bulk=True)
+    assert first.granted and first.delay_s == 0  # an empty bucket: now
+    second = limiter.try_acquire("eguma", "default", lim, bulk=True)
+    assert second.granted and 0.08 <= second.delay_s <= 0.1  # reserved: the next slot, 100 ms on
+    # Two slots reserved, 200 ms ahead: more than bulk may reserve, less than the live burst.
+    third = limiter.try_acquire("eguma", "default", lim, bulk=True)
+    assert not third.granted and third.wait_s > 0
+    live = limiter.try_acquire("eguma", "default", lim, bulk=False)
+    assert live.granted and live.delay_s == 0  # live goes at once
+
+
+def test_bulk_is_paced_at_the_rate_and_reaches_it(redis_client: redis.Redis) -> None:
+    """Threads that reserve and sleep until their slot: the rate is reached, never exceeded,
+    and with no burst (what a nightly run at the provider's limit looks like)."""
+    import threading
+
+    limiter = RateLimiter(redis_client)
+    lim = Limit(per_s=100, concurrency=None)
+    stamps: list[float] = []
+    lock = threading.Lock()
+    end = time.monotonic() + 2.0
+
+    def run() -> None:
+        while time.monotonic() < end:
+            p = limiter.acquire("eguma", "pace", lim, bulk=True, max_wait_s=1.0)
+            if p.granted:
+                with lock:
+                    stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=run) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    stamps.sort()
+    steady = [t for t in stamps if stamps[0] + 0.25 <= t < stamps[0] + 1.75]
+    assert 90 <= len(steady) / 1.5 <= 101, len(steady) / 1.5
+    worst = max(sum(1 for u in stamps if t <= u < t + 0.1) for t in stamps)
+    assert worst <= 10 + 2, worst  # 100 ms never holds more than its 10 slots (+ timer slack)
 
 
 def test_a_429_penalty_halves_the_rate(redis_client: redis.Redis) -> None:
