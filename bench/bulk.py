@@ -90,6 +90,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-ms", type=float, default=100.0, help="sandbox latency of every provider (100)")
     p.add_argument("--concurrency", type=int, default=64, help="TICKETRELAY_WORKER_CONCURRENCY (64)")
     p.add_argument("--workers", type=int, default=1, help="Celery worker processes (1)")
+    p.add_argument(
+        "--bulk-workers",
+        type=int,
+        default=0,
+        help="worker processes for the bulk queue only; the --workers then take live work only "
+        "(0: every worker takes both queues)",
+    )
     p.add_argument("--window", type=int, help="TICKETRELAY_REISSUE_WINDOW (the product's default, 200)")
     p.add_argument("--live-rate", type=float, default=5.0, help="live e-guma bookings per second (5)")
     p.add_argument("--baseline-s", type=float, default=20.0, help="seconds of the no-bulk baseline (20)")
@@ -300,6 +307,7 @@ def run(args: argparse.Namespace) -> int:
         database_url=args.database_url,
         concurrency=args.concurrency,
         workers=args.workers,
+        bulk_workers=args.bulk_workers,
         extra_env=extra,
     )
     code_state = git_state()
@@ -525,7 +533,8 @@ def run(args: argparse.Namespace) -> int:
         "bulk providers": ", ".join(providers),
         "rate limit": f"{args.rate:g} requests/s per provider account (TICKETRELAY_DEFAULT_RATE_LIMIT_PER_S)",
         "provider latency": f"{args.latency_ms:g} ms (sandbox fault latency_ms, every provider)",
-        "worker processes x threads": f"{args.workers} x {args.concurrency}",
+        "worker processes x threads": f"{args.workers} x {args.concurrency}"
+        + (f" live only, + {args.bulk_workers} bulk only" if args.bulk_workers else ", both queues"),
         "reissue window": str(args.window or Settings.model_fields["reissue_window"].default),
         "live traffic": f"e-guma on the intake stream, {args.live_rate:g}/s; baseline {args.baseline_s:g} s",
         "Redis": args.redis_url or "embedded valkey-server, a fresh one",

@@ -108,6 +108,9 @@ class Options:
     database_url: str | None = None
     concurrency: int = 64
     workers: int = 1
+    # > 0: these workers consume only the bulk queue and the others only the live queue (the
+    # production layout for big nightly runs); 0: every worker consumes both.
+    bulk_workers: int = 0
     with_beat: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -387,9 +390,17 @@ class System:
         cli = [sys.executable, "-m", "worker.cli"]
         proc = self.procs.start("intake", [*cli, "intake"], env, self.tmp)
         self.monitor.add("intake", proc.pid)
-        for i in range(1, self.opts.workers + 1):
-            name = f"worker{i}" if self.opts.workers > 1 else "worker"
-            proc = self.procs.start(name, [*cli, "worker", "-n", f"{name}@%h"], env, self.tmp)
+        split = self.opts.bulk_workers > 0
+        plan = [
+            (f"worker{i}" if self.opts.workers > 1 else "worker", self.names.queue if split else None)
+            for i in range(1, self.opts.workers + 1)
+        ] + [
+            (f"bulk-worker{i}" if self.opts.bulk_workers > 1 else "bulk-worker", self.names.bulk_queue)
+            for i in range(1, self.opts.bulk_workers + 1)
+        ]
+        for name, queue in plan:
+            queues = ["-Q", queue] if queue else []
+            proc = self.procs.start(name, [*cli, "worker", "-n", f"{name}@%h", *queues], env, self.tmp)
             self.worker_names.append(name)
             self.monitor.add(name, proc.pid)
         if self.opts.with_beat:

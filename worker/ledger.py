@@ -53,7 +53,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(value: datetime | None) -> datetime | None:
+def as_utc(value: datetime | None) -> datetime | None:
     # SQLite gives back what it was given; make comparisons safe either way.
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
@@ -169,10 +169,10 @@ def claimable(row: TicketIssuance, now: datetime, early_s: float = 1.0) -> str |
     """None when this row may be claimed now, else why not (for the log)."""
     if is_final(row):
         return "final"
-    lease_until = _aware(row.lease_until)
+    lease_until = as_utc(row.lease_until)
     if row.status == Status.IN_PROGRESS and lease_until is not None and lease_until > now:
         return "leased"
-    next_at = _aware(row.next_attempt_at)
+    next_at = as_utc(row.next_attempt_at)
     if row.status == Status.RETRYING and next_at is not None and next_at > now + timedelta(seconds=early_s):
         return "not_due"
     return None

@@ -159,7 +159,7 @@ class TicketrelayCollector(Collector):
         for provider, account, status, count, oldest in rows:
             labels = self._booking_labels(provider, account, status)
             prev_n, prev_oldest = groups.get(labels, (0, None))
-            oldest = ledger._aware(oldest)
+            oldest = ledger.as_utc(oldest)
             if prev_oldest is not None and (oldest is None or prev_oldest < oldest):
                 oldest = prev_oldest
             groups[labels] = (prev_n + int(count), oldest)

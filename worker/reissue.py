@@ -104,7 +104,7 @@ def _when(value: str) -> datetime:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"{value!r} is neither ISO 8601 nor a duration like 24h or 7d") from None
-    return ledger._aware(parsed) or parsed
+    return ledger.as_utc(parsed) or parsed
 
 
 def new_generation_refusal(row: TicketIssuance) -> str | None:

@@ -42,7 +42,7 @@ def collect(settings: Settings) -> dict[str, Any]:
         oldest = conn.execute(
             select(func.min(ledger.C.created_at)).where(ledger.C.status.in_(list(ACTIVE_STATUSES)))
         ).scalar()
-    oldest = ledger._aware(oldest)
+    oldest = ledger.as_utc(oldest)
     out["bookings"] = {"by_status": by_status, "by_provider": by_provider}
     out["reissue_runs"] = [
         {**run, "done": sum(n for st, n in run["by_status"].items() if st in FINAL_STATUSES)}

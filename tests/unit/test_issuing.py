@@ -88,7 +88,7 @@ def test_long_retry_after_is_parked_for_the_sweeper(deps: issuing.Deps, sandbox:
     assert issuing.process(deps, key).countdown is None  # 45 s > max countdown: parked
     row = ledger.get(deps.engine, key)
     assert row is not None and row.next_attempt_at is not None
-    wait = (ledger._aware(row.next_attempt_at) - ledger.utcnow()).total_seconds()  # type: ignore[operator]
+    wait = (ledger.as_utc(row.next_attempt_at) - ledger.utcnow()).total_seconds()  # type: ignore[operator]
     assert 40 < wait <= 45.5
     # Not due yet: a stray task does nothing.
     issuing.process(deps, key)

@@ -35,7 +35,15 @@ def build_client(account: AccountConfig, *, transport: httpx.BaseTransport | Non
         follow_redirects=False,
         headers={"User-Agent": "ticketrelay"},
         transport=transport,
+        limits=CONNECTION_LIMITS,
     )
+
+
+# httpx keeps only 20 idle connections by default: with more calls than that in flight, every
+# call beyond 20 opened a new connection (a new TLS handshake against a real provider) and
+# closed it again; in the bulk benchmark the churn overflowed the server's listen queue and
+# calls waited for SYN retransmits (1 s). Keep as many as the worker's two pools can use.
+CONNECTION_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=256, keepalive_expiry=30)
 
 
 __all__ = [

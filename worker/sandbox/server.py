@@ -22,6 +22,10 @@ from worker.sandbox.core import Sandbox
 
 class SandboxHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's listen backlog is 5: a burst of new connections from two worker pools
+    # overflowed it and clients waited for SYN retransmits. Real providers sit behind load
+    # balancers with deep queues; so does the simulator now.
+    request_queue_size = 512
 
     def __init__(self, address: tuple[str, int], sandbox: Sandbox) -> None:
         self.sandbox = sandbox
