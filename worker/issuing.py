@@ -236,6 +236,7 @@ def _claim_and_call(deps: Deps, row: TicketIssuance, account: AccountConfig, per
         number=row.attempts + 1,
         in_doubt=in_doubt,
     )
+    permit.wait_for_slot()  # a paced (bulk) permit: its slot, now that the row is ours
     started = time.perf_counter()
     outcome = get_provider(row.provider).issue(deps.clients.get(account), attempt)
     elapsed = time.perf_counter() - started

@@ -83,6 +83,16 @@ class Permit:
     wait_s: float  # refused: how long until it may be granted
     token: str = ""
     delay_s: float = 0.0  # granted to a paced (bulk) caller: how long until its slot
+    not_before: float = 0.0  # time.monotonic() at which that slot starts
+
+    def wait_for_slot(self) -> None:
+        """Sleep until the reserved slot. Called just before the request is sent, not when the
+        permit is taken: what the caller does in between (claiming the row: a SQL write that
+        may wait for a lock) then happens inside the wait instead of shifting the request.
+        Measured without this: 260 requests in one second at a limit of 200."""
+        wait = self.not_before - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
 
 
 class RateLimiter:
@@ -127,7 +137,8 @@ class RateLimiter:
             # A token only when a concurrency slot was taken: nothing to release otherwise (one
             # Redis round trip less per call).
             held = token if limit.concurrency else ""
-            return Permit(True, 0.0, held, max(float(ms), 0.0) / 1000.0)
+            delay = max(float(ms), 0.0) / 1000.0
+            return Permit(True, 0.0, held, delay, time.monotonic() + delay)
         return Permit(False, float(ms) / 1000.0)
 
     def acquire(
@@ -135,13 +146,12 @@ class RateLimiter:
     ) -> Permit:
         """Wait in-process up to `max_wait_s`; past that, return the denial with its wait so the
         caller can schedule itself later instead of holding a thread. A granted bulk permit
-        returns once its reserved slot has come."""
+        may be for a slot a little ahead: the caller sleeps until it (`Permit.wait_for_slot`)
+        right before sending."""
         deadline = time.monotonic() + max_wait_s
         while True:
             permit = self.try_acquire(provider, account, limit, bulk)
             if permit.granted:
-                if permit.delay_s > 0:
-                    time.sleep(permit.delay_s)
                 return permit
             if time.monotonic() + permit.wait_s > deadline:
                 return permit
