@@ -103,8 +103,12 @@ def test_bulk_is_paced_at_the_rate_and_reaches_it(redis_client: redis.Redis) -> 
     stamps.sort()
     steady = [t for t in stamps if stamps[0] + 0.25 <= t < stamps[0] + 1.75]
     assert 90 <= len(steady) / 1.5 <= 101, len(steady) / 1.5
+    worst_1s = max(sum(1 for u in stamps if t <= u < t + 1.0) for t in stamps)
+    assert worst_1s <= 100 + 3, worst_1s
+    # Paced: 100 ms holds its 10 slots plus timer slack. Unpaced, the 0.1 s reservation would
+    # let 20 go at once at the start, and bunches of them after.
     worst = max(sum(1 for u in stamps if t <= u < t + 0.1) for t in stamps)
-    assert worst <= 10 + 2, worst  # 100 ms never holds more than its 10 slots (+ timer slack)
+    assert worst <= 15, worst
 
 
 def test_a_429_penalty_halves_the_rate(redis_client: redis.Redis) -> None:

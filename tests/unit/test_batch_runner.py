@@ -32,3 +32,23 @@ def test_live_and_bulk_keys_run_concurrently_on_their_own_pools() -> None:
 def test_a_single_key_runs_in_the_calling_thread() -> None:
     names, _s = _names(False, 1)
     assert names == [threading.current_thread().name]
+
+
+def test_each_thread_gets_its_own_client_per_account() -> None:
+    from worker.issuing import ClientCache
+    from worker.settings import sandbox_accounts
+
+    made: list[object] = []
+
+    def factory(_account: object) -> object:
+        made.append(object())
+        return made[-1]
+
+    cache = ClientCache(factory)  # type: ignore[arg-type]
+    account = sandbox_accounts("http://sandbox")[("eguma", "default")]
+    assert cache.get(account) is cache.get(account)  # reused within a thread
+    seen: list[object] = []
+    t = threading.Thread(target=lambda: seen.append(cache.get(account)))
+    t.start()
+    t.join()
+    assert seen[0] is not made[0] and len(made) == 2  # another thread: its own client

@@ -39,11 +39,10 @@ def build_client(account: AccountConfig, *, transport: httpx.BaseTransport | Non
     )
 
 
-# httpx keeps only 20 idle connections by default: with more calls than that in flight, every
-# call beyond 20 opened a new connection (a new TLS handshake against a real provider) and
-# closed it again; in the bulk benchmark the churn overflowed the server's listen queue and
-# calls waited for SYN retransmits (1 s). Keep as many as the worker's two pools can use.
-CONNECTION_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=256, keepalive_expiry=30)
+# Each worker thread has its own client (worker.issuing.ClientCache), so a client needs only a
+# few connections; keeping them alive for 30 s instead of 5 avoids a reconnect (a TLS handshake
+# against a real provider) after every pause of a quiet account.
+CONNECTION_LIMITS = httpx.Limits(max_connections=8, max_keepalive_connections=8, keepalive_expiry=30)
 
 
 __all__ = [
