@@ -1,11 +1,15 @@
 """Provider adapters: one module per provider API, all behind `base.Provider`.
 
-client = build_client(account)          # once per account, shared by threads
+client = build_client(account)          # once per account and thread (issuing.ClientCache)
 outcome = get_provider(account.provider).issue(client, attempt)
 """
 
 from __future__ import annotations
 
+import functools
+import ssl
+
+import certifi
 import httpx
 
 from worker.providers.base import Attempt, Outcome, OutcomeKind, Provider
@@ -36,7 +40,15 @@ def build_client(account: AccountConfig, *, transport: httpx.BaseTransport | Non
         headers={"User-Agent": "ticketrelay"},
         transport=transport,
         limits=CONNECTION_LIMITS,
+        verify=_tls_context(),
     )
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    # One for all clients: each httpx.Client would otherwise load the CA bundle into a context
+    # of its own (measured: +75 MiB of worker RSS with a client per thread).
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 # Each worker thread has its own client (worker.issuing.ClientCache), so a client needs only a
