@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine
@@ -44,3 +46,13 @@ def accept_booking(engine: Engine, provider: str, mid: str, **payload_changes: A
     assert isinstance(verdict, Accepted), verdict
     ledger.create_queued(engine, verdict.booking())
     return verdict.idempotency_key
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 10) -> None:
+    """Poll `cond` every 50 ms until it is true; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")

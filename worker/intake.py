@@ -67,23 +67,7 @@ class Intake:
         for key in keys:
             self.enqueue(key)
 
-    # --- one entry -------------------------------------------------------------------------
-
-    def handle(self, entry_id: str, fields: dict[Any, Any]) -> str:
-        """Process one entry up to the point where it may be acknowledged. Returns what
-        happened ('accepted', 'duplicate', 'republished', 'conflict', 'rejected')."""
-        verdict = validate_entry(fields, self.settings, self.accounts)
-        if isinstance(verdict, Rejected):
-            return self._reject(entry_id, fields, verdict)
-        return self._accept(entry_id, fields, verdict)
-
-    def _accept(self, entry_id: str, fields: dict[Any, Any], ok: Accepted) -> str:
-        booking = ok.booking()
-        if ledger.create_queued(self.engine, booking):
-            self.enqueue(ok.idempotency_key)
-            log.info("accepted", extra={"event": "accepted", **self._ids(booking)})
-            return "accepted"
-        return self._existing(entry_id, fields, ok)
+    # --- one entry (after validation) ---------------------------------------------------
 
     def _existing(self, entry_id: str, fields: dict[Any, Any], ok: Accepted, sent: bool = False) -> str:
         """A valid entry whose key already has a row: a resend, or a different payload.

@@ -23,7 +23,7 @@ from worker.backoff import next_delay
 from worker.providers import build_client, get_provider
 from worker.providers.base import Attempt, Outcome, OutcomeKind
 from worker.ratelimit import Limit, Permit, RateLimiter
-from worker.results import publish_result, publish_results, result_from_row
+from worker.results import publish_results, result_from_row
 from worker.settings import AccountConfig, Settings
 
 log = logging.getLogger("ticketrelay.issue")
@@ -99,11 +99,6 @@ MapFn = Callable[[Callable[[TicketIssuance], Step], list[TicketIssuance]], list[
 
 def in_turn(fn: Callable[[TicketIssuance], Step], rows: list[TicketIssuance]) -> list[Step]:
     return [fn(row) for row in rows]
-
-
-def publish_final(deps: Deps, row: TicketIssuance) -> None:
-    publish_result(deps.redis, row.reply_to, result_from_row(row), deps.settings.results_maxlen)
-    ledger.mark_callback_sent(deps.engine, row.idempotency_key)
 
 
 def publish_finals(deps: Deps, rows: list[TicketIssuance]) -> None:
@@ -314,8 +309,7 @@ def sweep(deps: Deps, enqueue: Callable[[str], None]) -> dict[str, int]:
     for key in keys:
         enqueue(key)
     rows = ledger.unpublished(deps.engine, grace_s=min(5.0, s.stale_after_s), limit=s.sweep_batch)
-    for row in rows:
-        publish_final(deps, row)
+    publish_finals(deps, rows)
     if keys or rows:
         log.info("sweep", extra={"event": "sweep", "redriven": len(keys), "republished": len(rows)})
     return {"redriven": len(keys), "republished": len(rows)}

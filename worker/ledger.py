@@ -123,9 +123,8 @@ def create_queued_many(engine: Engine, bookings: list[NewBooking]) -> set[str]:
     created: set[str] = set()
     with writing(engine) as conn:
         for b in bookings:
-            # One statement per row inside one transaction: a multi-row INSERT ... ON CONFLICT
-            # RETURNING would be one statement, but SQLite cannot say which rows it skipped
-            # in a way SQLAlchemy reports portably; the commit, not the statement, is the cost.
+            # One statement per row, in one transaction: each says whether it inserted (a
+            # resend inserts nothing), and the commit, once per read, is what costs.
             if conn.execute(_insert_stmt(engine, _row_values(b, Status.QUEUED, now))).first() is not None:
                 created.add(b.idempotency_key)
     return created

@@ -29,6 +29,7 @@ from schemas.keys import idempotency_key
 from schemas.statuses import ACTIVE_STATUSES, FINAL_STATUSES, Status
 from schemas.table import ReissueRun, TicketIssuance
 from worker import ledger
+from worker.db import writing
 from worker.ledger import C, T, utcnow
 from worker.settings import AccountConfig, Settings
 from worker.validation import Accepted, validate_entry
@@ -176,7 +177,7 @@ class Run:
     def load_or_create(self) -> bool:
         """Creates the run's row, or loads its selection to resume it. True when resuming."""
         now = utcnow()
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             found = conn.execute(select(R).where(R.c.run_id == self.run_id)).mappings().first()
             if found is not None:
                 self.selection = Selection(**found["selection"])
@@ -263,7 +264,7 @@ class Run:
         if row.status not in REDRIVABLE:
             return f"skipped_{row.status}"
         now = utcnow()
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             changed = conn.execute(
                 update(T)
                 .where(C.idempotency_key == row.idempotency_key, C.status == row.status)
@@ -310,7 +311,7 @@ class Run:
         if not ledger.create_queued(self.engine, booking):
             return "skipped_exists"
         # Stamp the old row too, so a resumed run does not make a third generation of it.
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             conn.execute(
                 update(T)
                 .where(C.idempotency_key.in_([key, row.idempotency_key]))
@@ -335,7 +336,7 @@ class Run:
     def _drive_envelope(self, ok: Accepted) -> str:
         booking = ok.booking()
         if ledger.create_queued(self.engine, booking):
-            with self.engine.begin() as conn:
+            with writing(self.engine) as conn:
                 conn.execute(
                     update(T).where(C.idempotency_key == ok.idempotency_key).values(reissue_run=self.run_id)
                 )
@@ -437,7 +438,7 @@ class Run:
             )
 
     def _set_total(self, total: int) -> None:
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             conn.execute(update(R).where(R.c.run_id == self.run_id).values(total=total, updated_at=utcnow()))
 
     def counts(self) -> dict[str, int]:
@@ -489,7 +490,7 @@ class Run:
             "by_provider": by_provider,
             "failures": failure_list,
         }
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             conn.execute(
                 update(R)
                 .where(R.c.run_id == self.run_id)

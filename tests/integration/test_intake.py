@@ -12,7 +12,7 @@ import redis
 from sqlalchemy import func, select
 
 from schemas.keys import idempotency_key
-from tests.helpers import CUSTOMER_EMAIL, envelope
+from tests.helpers import CUSTOMER_EMAIL, envelope, wait_until
 from worker import ledger
 from worker.db import make_engine
 from worker.intake import Intake
@@ -174,25 +174,14 @@ def test_run_loop_survives_a_redis_that_restarted_empty(
     t.start()
     try:
         xadd(redis_client, envelope("eguma", "m-a"))
-        _wait(lambda: len(enqueued) == 1)
+        wait_until(lambda: len(enqueued) == 1)
         redis_client.flushdb()  # what a restart without persistence leaves: no stream, no group
         xadd(redis_client, envelope("eguma", "m-b"))
-        _wait(lambda: len(enqueued) == 2)
+        wait_until(lambda: len(enqueued) == 2)
     finally:
         stop.set()
         t.join(5)
     assert enqueued[1] == idempotency_key("eguma", "default", "m-b")
-
-
-def _wait(cond: Any, timeout: float = 10) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_an_entry_that_breaks_even_the_dead_letter_is_acknowledged_not_looped(

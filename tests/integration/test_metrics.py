@@ -282,13 +282,16 @@ def test_issue_task_and_intake_are_instrumented(
         return build_client(account, transport=httpx.MockTransport(sandbox.handle))
 
     deps = issuing.Deps(mengine, redis_client, msettings, accounts, issuing.ClientCache(factory))
-    intake = Intake(redis_client, mengine, msettings, accounts, enqueue=lambda _key: None)
+    enqueued: list[str] = []
+    intake = Intake(redis_client, mengine, msettings, accounts, enqueue=enqueued.append)
+    intake.ensure_group()
     keys = []
     for i, provider in enumerate(["eguma", "remypass"]):
-        env = envelope(provider, f"m{i}")
-        assert intake.handle(f"1-{i}", entry(env)) == "accepted"
+        redis_client.xadd(msettings.intake_stream, entry(envelope(provider, f"m{i}")))
         keys.append(idempotency_key(provider, "default", f"m{i}"))
-    assert intake.handle("2-0", {b"message": b"{not json"}) == "rejected"
+    redis_client.xadd(msettings.intake_stream, {b"message": b"{not json"})
+    assert intake.run_once() == 3
+    assert enqueued == keys  # the two valid ones accepted; the third rejected
     for key in keys:
         issuing.process(deps, key)
     assert recorder.flush()
