@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import System
+from tests.e2e.harness import System, wait_for
 from tests.helpers import envelope
 
 pytestmark = pytest.mark.slow
@@ -16,10 +16,23 @@ def test_rate_limit_is_shared_by_two_worker_processes(tmp_path: Path, redis_serv
     import redis as redis_lib
 
     redis_lib.Redis.from_url(redis_server_url).flushdb()
-    limited = System(tmp_path, redis_server_url, {"TICKETRELAY_DEFAULT_RATE_LIMIT_PER_S": "10"})
+    # One key per task: intake would otherwise send the 40 keys in a few batch tasks, and
+    # one worker could take them all; this test is about two processes sharing the limit.
+    limited = System(
+        tmp_path,
+        redis_server_url,
+        {"TICKETRELAY_DEFAULT_RATE_LIMIT_PER_S": "10", "TICKETRELAY_TASK_BATCH": "1"},
+    )
     try:
         limited.start("intake", "worker")
         limited.sup.start("worker2", ["worker", "-n", "second@%h"], limited.env)
+        # Publish only once the second worker consumes: otherwise the first may take every task.
+        log2 = tmp_path / "logs" / "worker2.log"
+        wait_for(
+            lambda: log2.exists() and "second@" in log2.read_text() and " ready." in log2.read_text(),
+            60,
+            "the second worker",
+        )
         mids = [f"rl-{i}" for i in range(40)]
         for mid in mids:
             limited.publish(envelope("eguma", mid))
