@@ -62,7 +62,7 @@ from bench.system import ROOT, BenchError, Options, System, dump_json
 from schemas.statuses import Status
 from worker import ledger
 from worker.db import make_engine
-from worker.demo import demo_envelopes
+from worker.devtools.demo import demo_envelopes
 from worker.ratelimit import RateLimiter
 from worker.settings import Settings, sandbox_accounts
 from worker.validation import Accepted, validate_entry

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from worker.demo import demo_envelopes
+from worker.devtools.demo import demo_envelopes
 
 _SAFE = re.compile(r"[^A-Za-z0-9._:-]+")
 PROVIDERS = ("eguma", "fourvenues", "fourvenues_channels", "remypass")
@@ -27,7 +27,7 @@ class StalledError(RuntimeError):
 
 
 class Envelopes:
-    """Valid envelopes (worker.demo's samples), unique message_ids, spread round-robin over
+    """Valid envelopes (worker.devtools.demo's samples), unique message_ids, spread round-robin over
     the chosen providers; metadata carries the send time t0 (echoed in the result)."""
 
     def __init__(self, run_id: str, providers: tuple[str, ...]) -> None:

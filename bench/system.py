@@ -285,7 +285,7 @@ class System:
                 with contextlib.suppress(psutil.Error):
                     self.monitor.add("redis", int(info["process_id"]))
         else:
-            from worker.embedded import server_binary
+            from worker.devtools.embedded import server_binary
 
             port = free_port()
             data = self.tmp / "valkey"
@@ -318,7 +318,7 @@ class System:
         )
 
     def start_database(self) -> None:
-        from worker.migrate import upgrade
+        from worker.ops.migrate import upgrade
 
         if self.opts.database_url and not self.opts.database_url.startswith("sqlite"):
             self.database_url = self._fresh_postgres(self.opts.database_url)
@@ -350,7 +350,7 @@ class System:
 
     def start_sandbox(self) -> None:
         port = free_port()
-        argv = [sys.executable, "-m", "worker.sandbox", "--port", str(port), "--seed", "7"]
+        argv = [sys.executable, "-m", "worker.devtools.sandbox", "--port", str(port), "--seed", "7"]
         proc = self.procs.start("sandbox", argv, child_env({}), ROOT)
         self.sandbox_url = f"http://127.0.0.1:{port}"
         wait_for(
@@ -387,7 +387,7 @@ class System:
 
     def start_ticketrelay(self) -> None:
         env = self.env()
-        cli = [sys.executable, "-m", "worker.cli"]
+        cli = [sys.executable, "-m", "worker.ops.cli"]
         proc = self.procs.start("intake", [*cli, "intake"], env, self.tmp)
         self.monitor.add("intake", proc.pid)
         split = self.opts.bulk_workers > 0

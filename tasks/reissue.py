@@ -7,7 +7,7 @@ import threading
 from datetime import UTC, datetime
 
 from worker.app import REISSUE_TASK, app, enqueue_issue, enqueue_issue_many
-from worker.reissue import Run, Selection
+from worker.ops.reissue import Run, Selection
 from worker.runtime import deps
 
 log = logging.getLogger("ticketrelay.reissue")

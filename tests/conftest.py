@@ -14,8 +14,8 @@ import redis
 from sqlalchemy import Engine, create_engine, text
 
 from worker.db import make_engine
-from worker.embedded import redis_answers, start_server
-from worker.migrate import upgrade
+from worker.devtools.embedded import redis_answers, start_server
+from worker.ops.migrate import upgrade
 from worker.settings import Settings
 
 LOCAL_REDIS = os.environ.get("TICKETRELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from worker import ledger
-from worker.demo import demo_envelopes
+from worker.devtools.demo import demo_envelopes
 from worker.settings import Settings, sandbox_accounts
 from worker.validation import Accepted, validate_entry
 

@@ -4,7 +4,7 @@ happen and shared by every process on every host through one Redis hash.
 Recording is in memory only: a call adds to a small per-process buffer under a lock, and a
 daemon thread adds the buffer to the Redis hash `settings.metrics_key` every second, in one
 MULTI/EXEC pipeline of HINCRBY / HINCRBYFLOAT. So the hot path never waits for Redis, and N
-processes on M hosts simply add into the same counters; `worker.metrics_server` reads the hash.
+processes on M hosts simply add into the same counters; `worker.ops.metrics_server` reads the hash.
 
 Metrics are best effort on purpose, unlike bookings: if Redis is down the buffer is kept and
 sent with a later flush (it holds sums per label set, so it does not grow with traffic), and

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
 
     # Celery
     queue: str = "ticketrelay"
-    # Bulk re-issuance tasks travel on their own queue (see worker/reissue.py).
+    # Bulk re-issuance tasks travel on their own queue (see worker/ops/reissue.py).
     bulk_queue: str = "ticketrelay.bulk"
     visibility_timeout_s: int = 600
     task_time_limit_s: int = 120
@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     stale_after_s: float = 60.0  # a queued row untouched this long is enqueued again
     sweep_batch: int = 500
 
-    # Metrics (`ticketrelay metrics`, worker/metrics_server.py). The exporter listens on
+    # Metrics (`ticketrelay metrics`, worker/ops/metrics_server.py). The exporter listens on
     # localhost unless told otherwise: set TICKETRELAY_METRICS_HOST=0.0.0.0 for a scraper on
     # another host. Event counters of all processes are added up in the Redis hash metrics_key.
     metrics_host: str = "127.0.0.1"

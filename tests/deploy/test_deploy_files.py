@@ -1,5 +1,5 @@
 """deploy/ kept honest, without Docker or a cluster: every command that a deployment file runs is
-a real `ticketrelay` subcommand that worker.cli accepts, every TICKETRELAY_* variable is a real
+a real `ticketrelay` subcommand that worker.ops.cli accepts, every TICKETRELAY_* variable is a real
 setting, every path exists in the repository, and every worker stop timeout outlasts the soft
 shutdown."""
 
@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from worker.cli import build_parser
+from worker.ops.cli import build_parser
 from worker.settings import Settings, load_accounts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,14 +67,14 @@ def subcommands() -> set[str]:
     for action in parser._actions:
         if action.dest == "command":
             return set(action.choices)
-    raise AssertionError("worker.cli.build_parser() has no subcommands")
+    raise AssertionError("worker.ops.cli.build_parser() has no subcommands")
 
 
 def check_ticketrelay_argv(argv: list[str], where: str) -> None:
     assert argv, f"{where}: runs `ticketrelay` without a subcommand"
     known = subcommands()
     assert argv[0] in known, (
-        f"{where}: `ticketrelay {argv[0]}` is not a subcommand of worker.cli.build_parser() "
+        f"{where}: `ticketrelay {argv[0]}` is not a subcommand of worker.ops.cli.build_parser() "
         f"(it has: {', '.join(sorted(known))})"
     )
     err = io.StringIO()
@@ -82,7 +82,7 @@ def check_ticketrelay_argv(argv: list[str], where: str) -> None:
         try:
             build_parser().parse_args(argv)
         except SystemExit:
-            pytest.fail(f"{where}: worker.cli rejects `ticketrelay {shlex.join(argv)}`: {err.getvalue()}")
+            pytest.fail(f"{where}: worker.ops.cli rejects `ticketrelay {shlex.join(argv)}`: {err.getvalue()}")
 
 
 def settings_fields() -> set[str]:
@@ -662,8 +662,8 @@ def test_k8s_containers_share_one_image_and_reference_existing_config() -> None:
     assert len(images) == 1, f"migrations and processes must run the same image: {images}"
 
 
-# The processes that load the accounts file at start-up (worker.cli cmd_intake, the tasks, the
-# exporter's labels in worker/metrics_server.py): without it they stop.
+# The processes that load the accounts file at start-up (worker.ops.cli cmd_intake, the tasks, the
+# exporter's labels in worker/ops/metrics_server.py): without it they stop.
 ACCOUNTS_READERS = ("intake", "worker", "metrics")
 
 

@@ -18,11 +18,11 @@ from sqlalchemy import Engine
 from schemas.table import TicketIssuance
 from worker import ledger
 from worker.db import make_engine
-from worker.migrate import upgrade
+from worker.devtools.sandbox.core import Sandbox
+from worker.devtools.sandbox.server import SandboxHTTPServer, start_in_thread
+from worker.devtools.supervisor import Supervisor
+from worker.ops.migrate import upgrade
 from worker.producer import publish
-from worker.sandbox.core import Sandbox
-from worker.sandbox.server import SandboxHTTPServer, start_in_thread
-from worker.supervisor import Supervisor
 
 FAST_SETTINGS = {
     "TICKETRELAY_LEASE_S": "4",

@@ -30,7 +30,7 @@ from tests.conftest import _drop_postgres, _fresh_postgres, _postgres_reachable,
 from tests.e2e.harness import System, wait_for
 from tests.helpers import envelope
 from worker import ledger
-from worker.embedded import start_server
+from worker.devtools.embedded import start_server
 from worker.providers.base import derive_qr_code
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]

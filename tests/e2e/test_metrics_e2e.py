@@ -1,5 +1,5 @@
 """End to end: real intake, worker and beat processes record events, the exporter (its own
-process, `python -m worker.metrics_server`) serves them, and what it says matches SQL."""
+process, `python -m worker.ops.metrics_server`) serves them, and what it says matches SQL."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.conftest import free_port
 from tests.e2e.harness import System, wait_for
 from tests.helpers import envelope
 from worker import ledger
-from worker.supervisor import child_env
+from worker.devtools.supervisor import child_env
 
 pytestmark = pytest.mark.slow
 PROVIDERS = ["remypass", "fourvenues", "fourvenues_channels", "eguma"]
@@ -41,7 +41,7 @@ def exporter(system: System) -> Iterator[str]:
     env = child_env({**system.env, "TICKETRELAY_METRICS_PORT": str(port)})
     log = (system.tmp / "logs" / "metrics.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.metrics_server"], env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "worker.ops.metrics_server"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}"
     try:

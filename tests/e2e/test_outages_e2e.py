@@ -21,7 +21,7 @@ from tests.e2e.harness import System, wait_for
 from tests.e2e.tcpproxy import TcpProxy
 from tests.e2e.test_pipeline_e2e import creation_counts
 from tests.helpers import envelope
-from worker.embedded import redis_answers, start_server
+from worker.devtools.embedded import redis_answers, start_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 

@@ -15,8 +15,8 @@ import redis
 from tests.conftest import free_port
 from tests.e2e.harness import FAST_SETTINGS, wait_for
 from tests.helpers import envelope
+from worker.devtools.sandbox.server import start_in_thread
 from worker.producer import publish
-from worker.sandbox.server import start_in_thread
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

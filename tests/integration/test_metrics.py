@@ -28,13 +28,13 @@ from tests.conftest import free_port
 from tests.helpers import entry, envelope
 from worker import issuing, ledger, metrics
 from worker.db import make_engine
+from worker.devtools.sandbox.core import Sandbox
+from worker.devtools.supervisor import child_env
 from worker.intake import Intake
-from worker.metrics_server import MetricsServer
+from worker.ops.metrics_server import MetricsServer
 from worker.providers import build_client
 from worker.providers.base import Outcome, OutcomeKind
-from worker.sandbox.core import Sandbox
 from worker.settings import AccountConfig, Settings, sandbox_accounts
-from worker.supervisor import child_env
 from worker.validation import payload_hash
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -325,7 +325,7 @@ def test_main_serves_on_the_configured_port_and_stops_on_sigterm(msettings: Sett
     )
     env.pop("TICKETRELAY_ACCOUNTS_FILE", None)
     env.pop("TICKETRELAY_METRICS_HOST", None)
-    proc = subprocess.Popen([sys.executable, "-m", "worker.metrics_server"], env=env, cwd=os.getcwd())
+    proc = subprocess.Popen([sys.executable, "-m", "worker.ops.metrics_server"], env=env, cwd=os.getcwd())
     try:
         deadline = time.monotonic() + 20
         while True:

@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, inspect, text
 
 from schemas.table import TicketIssuance
-from worker.migrate import alembic_config
+from worker.ops.migrate import alembic_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,9 +17,9 @@ from schemas.keys import idempotency_key
 from tests.helpers import accept_booking, envelope
 from worker import issuing, ledger
 from worker.db import make_engine
+from worker.devtools.sandbox.core import Sandbox
+from worker.ops.reissue import ReissueRefused, Run, Selection
 from worker.providers import build_client
-from worker.reissue import ReissueRefused, Run, Selection
-from worker.sandbox.core import Sandbox
 from worker.settings import AccountConfig, Settings, sandbox_accounts
 from worker.validation import payload_hash
 
@@ -288,8 +288,8 @@ def test_selection_spec_and_schedule() -> None:
 def test_a_running_run_shows_in_status_and_metrics(h: Harness, redis_url: str, sqlite_url: str) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from worker.metrics_server import MetricsServer
-    from worker.status import collect
+    from worker.ops.metrics_server import MetricsServer
+    from worker.ops.status import collect
 
     h.sandbox.set_faults("eguma", fail_next=[{"status": 503}] * 6)
     keys = [h.accept("eguma", f"s{i}") for i in range(2)]

@@ -6,8 +6,8 @@ import httpx
 import pytest
 from provider_helpers import ACCOUNTS
 
+from worker.devtools.sandbox import Sandbox
 from worker.providers import build_client
-from worker.sandbox import Sandbox
 
 
 @pytest.fixture

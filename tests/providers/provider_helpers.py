@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from worker.devtools.sandbox.samples import sample_payload
 from worker.providers.base import Attempt
-from worker.sandbox.samples import sample_payload
 from worker.settings import AccountConfig, sandbox_accounts
 
 BASE = "http://sandbox.test"

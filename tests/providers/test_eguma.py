@@ -8,9 +8,9 @@ import httpx
 import pytest
 from provider_helpers import account, make_attempt, next_attempt
 
+from worker.devtools.sandbox import Sandbox
 from worker.providers import get_provider
 from worker.providers.base import Outcome, OutcomeKind
-from worker.sandbox import Sandbox
 
 eguma = get_provider("eguma")
 

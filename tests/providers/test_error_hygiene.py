@@ -6,9 +6,9 @@ import httpx
 import pytest
 from provider_helpers import account, make_attempt
 
+from worker.devtools.sandbox import Sandbox
 from worker.providers import PROVIDER_NAMES, get_provider
 from worker.providers.base import Outcome
-from worker.sandbox import Sandbox
 
 SECRET = "live-key-3141592653"
 EMAIL = "jane.roe1@example.com"

@@ -6,9 +6,9 @@ import httpx
 import pytest
 from provider_helpers import account, make_attempt, next_attempt
 
+from worker.devtools.sandbox import Sandbox
 from worker.providers import get_provider
 from worker.providers.base import OutcomeKind, derive_qr_code
-from worker.sandbox import Sandbox
 
 fourvenues = get_provider("fourvenues")
 

@@ -6,10 +6,10 @@ import httpx
 import pytest
 from provider_helpers import account, make_attempt, next_attempt, raising
 
+from worker.devtools.sandbox import Sandbox
+from worker.devtools.sandbox.core import NO_PERMISSION_KEY
 from worker.providers import build_client, get_provider
 from worker.providers.base import OutcomeKind
-from worker.sandbox import Sandbox
-from worker.sandbox.core import NO_PERMISSION_KEY
 
 remypass = get_provider("remypass")
 

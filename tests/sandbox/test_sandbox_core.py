@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from worker.sandbox import Sandbox
-from worker.sandbox.samples import sample_payload
+from worker.devtools.sandbox import Sandbox
+from worker.devtools.sandbox.samples import sample_payload
 
 REMY = "http://sb.test/remypass/api/v1/public/event-tickets/create-from-booking"
 EGUMA = "http://sb.test/eguma/v1/ticketing/booking.json"

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from worker.devtools.sandbox import SandboxHTTPServer, start_in_thread
+from worker.devtools.sandbox.samples import sample_payload
 from worker.providers import get_provider
 from worker.providers.base import Attempt, OutcomeKind
-from worker.sandbox import SandboxHTTPServer, start_in_thread
-from worker.sandbox.samples import sample_payload
 from worker.settings import sandbox_accounts
 
 

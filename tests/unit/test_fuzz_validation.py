@@ -45,8 +45,8 @@ from tests.fuzz_strategies import (
 )
 from worker import issuing, ledger
 from worker.db import make_engine
+from worker.devtools.sandbox.core import Sandbox
 from worker.providers import build_client
-from worker.sandbox.core import Sandbox
 from worker.settings import AccountConfig, Settings, sandbox_accounts
 from worker.validation import Accepted, Rejected, payload_hash, validate_entry
 

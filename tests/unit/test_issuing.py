@@ -15,8 +15,8 @@ from sqlalchemy import Engine
 from tests.helpers import accept_booking
 from worker import issuing, ledger
 from worker.db import make_engine
+from worker.devtools.sandbox.core import Sandbox
 from worker.providers import build_client
-from worker.sandbox.core import Sandbox
 from worker.settings import AccountConfig, Settings, sandbox_accounts
 
 

@@ -51,7 +51,7 @@ from schemas.statuses import ACTIVE_STATUSES, Status
 from worker import ledger
 from worker.db import make_engine
 from worker.metrics import CALL_BUCKET, CALL_BUCKETS, CALL_SUM, CALLS, DEAD_LETTERS, RETRIES
-from worker.reissue import running_runs
+from worker.ops.reissue import running_runs
 from worker.settings import AccountsError, Settings, get_accounts, get_settings
 
 log = logging.getLogger("ticketrelay.metrics")

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
 
-from worker.sandbox.core import Sandbox
+from worker.devtools.sandbox.core import Sandbox
 
 
 class SandboxHTTPServer(ThreadingHTTPServer):
@@ -114,7 +114,7 @@ def start_in_thread(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m worker.sandbox", description="ticketrelay provider sandbox"
+        prog="python -m worker.devtools.sandbox", description="ticketrelay provider sandbox"
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)

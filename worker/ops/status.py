@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from schemas.statuses import ACTIVE_STATUSES, FINAL_STATUSES
 from worker import ledger
 from worker.db import engine_for
-from worker.reissue import running_runs
+from worker.ops.reissue import running_runs
 from worker.settings import Settings
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.logs import setup_logging
-from worker.reissue_cli import add_arguments as reissue_args
+from worker.ops.reissue_cli import add_arguments as reissue_args
 from worker.settings import get_accounts, get_settings
 
 
@@ -31,7 +31,7 @@ def _redis() -> Any:
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
-    from worker.migrate import upgrade
+    from worker.ops.migrate import upgrade
 
     upgrade(get_settings().database_url)
     print(f"database is at the newest schema: {_safe_url(get_settings().database_url)}")
@@ -70,7 +70,7 @@ def cmd_intake(_args: argparse.Namespace) -> int:
 
 def _celery(argv: list[str], extra_env: dict[str, str] | None = None) -> int:
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update(extra_env or {})
     os.execvpe(sys.executable, [sys.executable, "-m", "celery", "-A", "worker.app:app", *argv], env)
@@ -124,7 +124,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from worker.sandbox.server import main as sandbox_main
+    from worker.devtools.sandbox.server import main as sandbox_main
 
     return sandbox_main(["--host", args.host, "--port", str(args.port)])
 
@@ -140,7 +140,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from worker.status import collect, render
+    from worker.ops.status import collect, render
 
     data = collect(get_settings())
     print(json.dumps(data, indent=2, default=str) if args.json else render(data))
@@ -166,13 +166,13 @@ def _format_reply(reply: Any, indent: int = 0) -> str:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from worker.metrics_server import main as metrics_main
+    from worker.ops.metrics_server import main as metrics_main
 
     return metrics_main(args.metrics_args)
 
 
 def cmd_reissue(args: argparse.Namespace) -> int:
-    from worker.reissue_cli import run
+    from worker.ops.reissue_cli import run
 
     setup_logging("WARNING")
     return run(args)
@@ -186,13 +186,13 @@ def cmd_schema(_args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from worker.dev import run_dev
+    from worker.devtools.dev import run_dev
 
     return run_dev(demo=args.demo, exit_when_done=False)
 
 
 def cmd_demo(_args: argparse.Namespace) -> int:
-    from worker.dev import run_dev
+    from worker.devtools.dev import run_dev
 
     return run_dev(demo=True, exit_when_done=True)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.payloads.eguma import EgumaBooking
-from worker.sandbox.core import SandboxReply, SandboxRequest, SimContext, validate
+from worker.devtools.sandbox.core import SandboxReply, SandboxRequest, SimContext, validate
 
 BASE = "/v1"
 REPLAY_HEADER = "Idempotent-Replayed"

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas.payloads.fourvenues import FourvenuesTicketsRequest
-from worker.sandbox.core import (
+from worker.devtools.sandbox.core import (
     FOURVENUES_V1,
     SandboxReply,
     SandboxRequest,

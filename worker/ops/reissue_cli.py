@@ -1,4 +1,4 @@
-"""`ticketrelay reissue`: the command-line front of worker.reissue, with a progress bar."""
+"""`ticketrelay reissue`: the command-line front of worker.ops.reissue, with a progress bar."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from worker.reissue import Progress, ReissueRefused, Run, Selection
+from worker.ops.reissue import Progress, ReissueRefused, Run, Selection
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -15,12 +15,12 @@ from urllib.parse import urlparse
 
 import redis
 
-from worker.demo import demo_envelopes
-from worker.embedded import redis_answers, start_for_url
-from worker.migrate import upgrade
+from worker.devtools.demo import demo_envelopes
+from worker.devtools.embedded import redis_answers, start_for_url
+from worker.devtools.supervisor import Supervisor
+from worker.ops.migrate import upgrade
 from worker.producer import publish
 from worker.settings import get_settings
-from worker.supervisor import Supervisor
 
 OPTIONAL = ("flower", "metrics")
 
@@ -178,7 +178,7 @@ class LiveView:
 
     def show(self, s: Any) -> None:
         from schemas.statuses import FINAL_STATUSES
-        from worker.status import collect
+        from worker.ops.status import collect
 
         data = collect(s)
         by_status = data["bookings"]["by_status"]

@@ -11,7 +11,7 @@ import hashlib
 from typing import Any
 
 from schemas.payloads.fourvenues_channels import ChannelTicketsRequest
-from worker.sandbox.core import (
+from worker.devtools.sandbox.core import (
     SandboxReply,
     SandboxRequest,
     SimContext,

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -31,12 +31,12 @@ class Supervisor:
     def start(
         self, name: str, args: list[str], env: dict[str, str] | None = None, prefix: list[str] | None = None
     ) -> subprocess.Popen[bytes]:
-        """Start `python -m worker.cli ARGS`, behind `prefix` if given (e.g. an `unshare` that
+        """Start `python -m worker.ops.cli ARGS`, behind `prefix` if given (e.g. an `unshare` that
         gives the process a host name of its own)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
-            [*(prefix or []), sys.executable, "-m", "worker.cli", *args],
+            [*(prefix or []), sys.executable, "-m", "worker.ops.cli", *args],
             cwd=os.getcwd(),
             env=child_env(env),
             stdout=log,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas.payloads.remypass import RemyPassBooking
-from worker.sandbox.core import (
+from worker.devtools.sandbox.core import (
     NO_PERMISSION_KEY,
     SandboxReply,
     SandboxRequest,

@@ -176,10 +176,10 @@ class Sandbox:
     """The four simulators behind one router; thread-safe."""
 
     def __init__(self, *, seed: int = 0, keys: Mapping[str, str] | None = None) -> None:
-        from worker.sandbox.eguma import EgumaSim
-        from worker.sandbox.fourvenues import FourvenuesSim
-        from worker.sandbox.fourvenues_channels import ChannelsSim
-        from worker.sandbox.remypass import RemyPassSim
+        from worker.devtools.sandbox.eguma import EgumaSim
+        from worker.devtools.sandbox.fourvenues import FourvenuesSim
+        from worker.devtools.sandbox.fourvenues_channels import ChannelsSim
+        from worker.devtools.sandbox.remypass import RemyPassSim
 
         self._lock = threading.RLock()
         self._seed = seed

@@ -1,0 +1,3 @@
+"""Operations: what an operator runs beside the pipeline (the `ticketrelay` command, migrations,
+bulk re-issuance, status, the metrics exporter). Imports the pipeline; the pipeline never
+imports this package."""

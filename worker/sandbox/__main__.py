@@ -1,8 +1,0 @@
-"""python -m worker.sandbox --host 127.0.0.1 --port 8765"""
-
-import sys
-
-from worker.sandbox.server import main
-
-if __name__ == "__main__":
-    sys.exit(main())
