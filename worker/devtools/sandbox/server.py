@@ -66,6 +66,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._handle()
 
+    def do_PATCH(self) -> None:
+        self._handle()
+
     def _handle(self) -> None:
         parts = urlsplit(self.path)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ticketrelay sandbox listening on {server.url}", flush=True)
     print(
         "routes: /remypass/api/v1/public, /fourvenues, /fourvenues-channels, /eguma/v1; "
-        "control: /_sandbox/faults, /_sandbox/ground-truth, /_sandbox/reset",
+        "control: /_sandbox/faults, /_sandbox/switches, /_sandbox/clock, /_sandbox/check-in, "
+        "/_sandbox/ground-truth, /_sandbox/reset",
         flush=True,
     )
     try:
