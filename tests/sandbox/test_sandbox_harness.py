@@ -370,3 +370,17 @@ def test_readme_names_the_base_urls() -> None:
         "{sandbox}/eguma/v1",
     ):
         assert re.search(re.escape(base), text)
+
+
+def test_rate_limit_per_key(client: httpx.Client, sandbox: Sandbox) -> None:
+    sandbox.set_faults("fourvenues", rate_limit_per_s=3)
+    statuses = [client.get(FV + "/by-code/X", headers=fv_headers()).status_code for _ in range(5)]
+    assert statuses == [404, 404, 404, 429, 429]
+    limited = client.get(FV + "/by-code/X", headers=fv_headers())
+    assert limited.headers["Retry-After"] == "1" and limited.json()["success"] is False
+    assert client.get(FV + "/by-code/X", headers=fv_headers("sandbox-key-2")).status_code == 404
+    assert sandbox.ground_truth()["fourvenues"]["faults"] == {"rate_limited": 3}
+    import time
+
+    time.sleep(1.05)
+    assert client.get(FV + "/by-code/X", headers=fv_headers()).status_code == 404

@@ -15,6 +15,7 @@ import json
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -91,6 +92,7 @@ class Sandbox:
         self._tallies: dict[str, Tally] = {}
         self._switches = SwitchBoard()
         self._clock = Clock()
+        self._windows: dict[tuple[str, str], deque[float]] = {}  # rate limit: arrivals per key
         self._rng = random.Random(seed)
         self.reset()
 
@@ -108,6 +110,7 @@ class Sandbox:
             self._tallies = {name: Tally() for name in self._sims}
             self._switches.reset()
             self._clock.reset()
+            self._windows.clear()
             self._rng = random.Random(self._seed)
 
     def set_faults(self, provider: str, **faults: Any) -> None:
@@ -220,7 +223,7 @@ class Sandbox:
             tally.arrivals.append(time.time())
             found = match(sim.routes(switches), method, request.path)
             tally.routes[found[0].name if found else "unknown"] += 1
-            fault = faults.pick(self._rng)
+            fault = self._rate_limited(sim.name, faults, request) or faults.pick(self._rng)
             ctx = SimContext(tally, self._rng, self._keys, switches, self._clock)
         latency = faults.latency_ms / 1000.0
         if fault is not None and not is_after_create(fault):
@@ -249,6 +252,26 @@ class Sandbox:
             with self._lock:
                 reply.on_sent(answered)
         return final
+
+    def _rate_limited(self, name: str, cfg: FaultConfig, request: SandboxRequest) -> dict[str, Any] | None:
+        """A 429 when this key went over the provider's per-second limit (under the lock)."""
+        if not cfg.rate_limit_per_s:
+            return None
+        h = request.headers
+        key = (
+            h.get("x-api-key")
+            or h.get("authorization")
+            or h.get("integration_id")
+            or request.query.get("apikey")
+        )
+        now = time.monotonic()
+        window = self._windows.setdefault((name, key or ""), deque())
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= cfg.rate_limit_per_s:
+            return {"status": 429, "retry_after": 1, "rate_limited": True}
+        window.append(now)
+        return None
 
     def _fault_before(
         self,

@@ -40,6 +40,10 @@ class FaultConfig:
     drop_after_create_rate: float = 0.0
     # How long the HTTP server stays silent for a "timeout" (beyond the client's timeout).
     timeout_sleep_s: float = 30.0
+    # The provider's own rate limit, per API key: more than this many requests within one
+    # second answer 429 with Retry-After: 1 (Fourvenues asks for at most 10 per second;
+    # RemyPass keys carry unpublished limits). 0: no limit.
+    rate_limit_per_s: float = 0.0
 
     def __post_init__(self) -> None:
         for entry in self.fail_next:
@@ -55,8 +59,10 @@ class FaultConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
-        if not isinstance(self.latency_ms, int | float) or self.latency_ms < 0:
-            raise ValueError("latency_ms must be a number >= 0")
+        for name in ("latency_ms", "rate_limit_per_s", "timeout_sleep_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0")
 
     def pick(self, rng: random.Random) -> dict[str, Any] | None:
         """The fault for the next request, if any (consumes a scripted one first)."""
@@ -86,6 +92,8 @@ def is_after_create(fault: dict[str, Any]) -> bool:
 
 
 def fault_name(fault: dict[str, Any]) -> str:
+    if fault.get("rate_limited"):
+        return "rate_limited"
     kind = fault.get("kind")
     if kind:
         return str(kind)
