@@ -87,7 +87,7 @@ def test_switches_and_clock_over_http(http: httpx.Client) -> None:
 
 
 def test_in_flight_key_over_http(http: httpx.Client, server: SandboxHTTPServer) -> None:
-    http.post("/_sandbox/faults", json={"provider": "eguma", "latency_ms": 500})
+    http.post("/_sandbox/faults", json={"provider": "eguma", "latency_ms": 1500})
     statuses: list[int] = []
 
     def first() -> None:
@@ -96,12 +96,19 @@ def test_in_flight_key_over_http(http: httpx.Client, server: SandboxHTTPServer) 
 
     thread = threading.Thread(target=first)
     thread.start()
-    time.sleep(0.2)
+    _wait_for_first_request(http)
     second = eguma(http, eg_booking())
     thread.join()
-    assert statuses == [201]
-    assert second.status_code == 409
+    # Whichever got in first books; the other is refused while it runs.
+    assert sorted([*statuses, second.status_code]) == [201, 409]
     assert http.get("/_sandbox/ground-truth").json()["eguma"]["creations"] == {"key-1": 1}
+
+
+def _wait_for_first_request(http: httpx.Client) -> None:
+    deadline = time.monotonic() + 5
+    while http.get("/_sandbox/ground-truth").json()["eguma"]["requests"] < 1:
+        assert time.monotonic() < deadline, "the first request never arrived"
+        time.sleep(0.01)
 
 
 def test_timeout_and_drop_on_the_wire(http: httpx.Client, server: SandboxHTTPServer) -> None:

@@ -196,7 +196,7 @@ def test_same_key_other_body_refused(
 def test_key_in_flight_refused(sandbox: Sandbox, switch: int | None, status: int) -> None:
     if switch is not None:
         sandbox.set_switches("eguma", in_flight_status=switch)
-    sandbox.set_faults("eguma", latency_ms=400)
+    sandbox.set_faults("eguma", latency_ms=1000)
     results: dict[str, httpx.Response] = {}
 
     def call(name: str) -> None:
@@ -205,11 +205,16 @@ def test_key_in_flight_refused(sandbox: Sandbox, switch: int | None, status: int
 
     first = threading.Thread(target=call, args=("first",))
     first.start()
-    time.sleep(0.15)
+    deadline = time.monotonic() + 5
+    while sandbox.ground_truth()["eguma"]["requests"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     call("second")
     first.join()
-    assert results["first"].status_code == 201
-    assert results["second"].status_code == status and "still being processed" in results["second"].text
+    # Whichever got in first books; the other is refused while it runs.
+    booked, refused = sorted(results.values(), key=lambda r: r.status_code != 201)
+    assert booked.status_code == 201
+    assert refused.status_code == status and "still being processed" in refused.text
     assert _creations(sandbox) == {"key-1": 1}
 
 

@@ -49,6 +49,7 @@ class FourvenuesSim:
     prefix = "fourvenues"
 
     def __init__(self) -> None:
+        self._routes: dict[str, list[Route]] = {}  # per position of the switch lookup_paths
         self.reset()
 
     def reset(self) -> None:
@@ -56,16 +57,19 @@ class FourvenuesSim:
         self.by_code: dict[tuple[str, str], list[str]] = {}  # (account, code) -> ids, oldest first
 
     def routes(self, switches: Mapping[str, Any]) -> list[Route]:
-        routes = [Route("POST", BASE + "/", self._create), Route("GET", BASE + "/", self._list)]
-        if switches["lookup_paths"] in ("by-code", "both"):
-            routes.append(Route("GET", BASE + "/by-code/{code}", self._by_code))
-        if switches["lookup_paths"] in ("code", "both"):
-            routes.append(Route("GET", BASE + "/code/{code}", self._by_code))
-        routes += [
-            Route("GET", BASE + "/{id}", self._get),
-            Route("POST", BASE + "/refund/{id}", self._refund),
-        ]
-        return routes
+        paths = switches["lookup_paths"]
+        if paths not in self._routes:
+            routes = [Route("POST", BASE + "/", self._create), Route("GET", BASE + "/", self._list)]
+            if paths in ("by-code", "both"):
+                routes.append(Route("GET", BASE + "/by-code/{code}", self._by_code))
+            if paths in ("code", "both"):
+                routes.append(Route("GET", BASE + "/code/{code}", self._by_code))
+            routes += [
+                Route("GET", BASE + "/{id}", self._get),
+                Route("POST", BASE + "/refund/{id}", self._refund),
+            ]
+            self._routes[paths] = routes
+        return self._routes[paths]
 
     def error_reply(self, status: int, message: str, switches: Mapping[str, Any]) -> SandboxReply:
         return SandboxReply.json(status, {"success": False, switches.get("error_key", "error"): message})
