@@ -384,3 +384,28 @@ def test_rate_limit_per_key(client: httpx.Client, sandbox: Sandbox) -> None:
 
     time.sleep(1.05)
     assert client.get(FV + "/by-code/X", headers=fv_headers()).status_code == 404
+
+
+def test_a_sandbox_can_start_from_other_positions() -> None:
+    sandbox = Sandbox(switches={"fourvenues": {"sent_qr_code": "becomes_code"}, "*": {"create_status": 200}})
+    assert sandbox.switches()["fourvenues"]["sent_qr_code"] == "becomes_code"
+    assert sandbox.switches()["eguma"]["create_status"] == 200
+    sandbox.set_switches("fourvenues", sent_qr_code="ignored")
+    sandbox.reset()
+    assert sandbox.switches()["fourvenues"]["sent_qr_code"] == "becomes_code"
+    with pytest.raises(ValueError):
+        Sandbox(switches={"eguma": {"failures": "never"}})
+
+
+def test_switch_flags_of_the_server_command() -> None:
+    from worker.devtools.sandbox.server import main
+    from worker.devtools.sandbox.switches import parse_switch
+
+    assert parse_switch("eguma.mismatch_status=409") == ("eguma", "mismatch_status", 409)
+    assert parse_switch("fourvenues.lookup_paths=both") == ("fourvenues", "lookup_paths", "both")
+    for bad in ("eguma.failures", "failures=release"):
+        with pytest.raises(ValueError):
+            parse_switch(bad)
+    with pytest.raises(SystemExit) as exc:
+        main(["--port", "0", "--switch", "eguma.failures=sometimes"])
+    assert exc.value.code == 2

@@ -75,7 +75,15 @@ class Simulator(Protocol):
 class Sandbox:
     """The four simulators behind one router; thread-safe."""
 
-    def __init__(self, *, seed: int = 0, keys: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        keys: Mapping[str, str] | None = None,
+        switches: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """`switches` (provider -> {name: value}) replaces the defaults of this sandbox: reset()
+        and reset_switches() come back to them. ValueError for unknown names or values."""
         from worker.devtools.sandbox.eguma import EgumaSim
         from worker.devtools.sandbox.fourvenues import FourvenuesSim
         from worker.devtools.sandbox.fourvenues_channels import ChannelsSim
@@ -90,7 +98,7 @@ class Sandbox:
         self._by_prefix = {sim.prefix: sim for sim in sims}
         self._faults: dict[str, FaultConfig] = {}
         self._tallies: dict[str, Tally] = {}
-        self._switches = SwitchBoard()
+        self._switches = SwitchBoard(switches)
         self._clock = Clock()
         self._windows: dict[tuple[str, str], deque[float]] = {}  # rate limit: arrivals per key
         self._rng = random.Random(seed)

@@ -8,6 +8,7 @@ switch; a test keeps the two in step.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,15 +230,21 @@ SWITCHES: dict[str, dict[str, Switch]] = {
 
 
 class SwitchBoard:
-    """The current position of every switch, per provider."""
+    """The current position of every switch, per provider. `start` (provider -> switches)
+    replaces the defaults for this board: reset() comes back to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self._values: dict[str, dict[str, Any]] = {}
+        self._start: dict[str, dict[str, Any]] = {}
         self.reset()
+        for provider, switches in (start or {}).items():
+            self.set(provider, **switches)
+        self._start = self.as_dict()
 
     def reset(self, provider: str = "*") -> None:
         for name in self._providers(provider):
-            self._values[name] = {s.name: s.default for s in SWITCHES[name].values()}
+            defaults = {s.name: s.default for s in SWITCHES[name].values()}
+            self._values[name] = {**defaults, **self._start.get(name, {})}
 
     def get(self, provider: str) -> dict[str, Any]:
         return dict(self._values[provider])
@@ -270,3 +277,13 @@ class SwitchBoard:
         if provider not in SWITCHES:
             raise ValueError(f"unknown provider {provider!r}; known: {', '.join(SWITCHES)}")
         return (provider,)
+
+
+def parse_switch(text: str) -> tuple[str, str, Any]:
+    """ "fourvenues.sent_qr_code=becomes_code" -> (provider, name, value); status codes as ints."""
+    target, sep, raw = text.partition("=")
+    provider, dot, name = target.partition(".")
+    if not sep or not dot:
+        raise ValueError(f"expected PROVIDER.SWITCH=VALUE, not {text!r}")
+    value: Any = int(raw) if raw.isdigit() else raw
+    return provider, name, value
