@@ -33,7 +33,7 @@ import json
 import random
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
@@ -350,6 +350,14 @@ def is_outage_failure(outcome: Outcome) -> bool:
     if outcome.kind is not OutcomeKind.RETRY:
         return False
     return outcome.error is not None and outcome.error.type in OUTAGE_ERRORS
+
+
+def policy_for(account: AccountConfig, base: Policy) -> Policy:
+    """The policy for one account: the probe's lease outlasts the account's own call timeout
+    (twice it: the claim and the recording come on top), so a slow probe is not taken for a
+    dead one and a second probe sent beside it."""
+    lease = max(base.probe_lease_s, 2 * account.timeout_s)
+    return base if lease == base.probe_lease_s else replace(base, probe_lease_s=lease)
 
 
 def gate(breaker: Breaker, account: AccountConfig, policy: Policy | None = None) -> Permit | WaitUntil:

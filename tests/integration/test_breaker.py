@@ -26,6 +26,7 @@ from worker.breaker import (
     WaitUntil,
     gate,
     is_outage_failure,
+    policy_for,
     report,
 )
 from worker.providers.base import Outcome, OutcomeKind, failed, issued, needs_review, retry
@@ -319,6 +320,15 @@ def test_gate_and_report_with_accounts_and_outcomes(breaker: Breaker, clock: Clo
     # A 4xx refusal on the probe: the provider answers, so the circuit closes.
     refused = failed("validation_error", "bad seat", http_status=422)
     assert report(breaker, account, probe_permit, refused) is State.CLOSED
+
+
+def test_the_probe_lease_outlasts_the_account_timeout() -> None:
+    accounts = sandbox_accounts("http://sandbox")
+    base = Policy(probe_lease_s=30)
+    assert policy_for(accounts[(P, A)], base) is base  # 15 s timeout: 30 s lease is enough
+    slow = accounts[(P, A)].model_copy(update={"timeout_s": 45.0})
+    assert policy_for(slow, base).probe_lease_s == 90
+    assert policy_for(slow, base).failure_threshold == base.failure_threshold
 
 
 def test_gate_honours_a_policy_per_account(breaker: Breaker) -> None:
