@@ -244,6 +244,23 @@ def test_an_entry_that_failed_inside_intake_is_replayed_untouched_into_a_row(
     drain(intake)
     row = ledger.get(intake.engine, key)
     assert row is not None and row.status == Status.QUEUED and row.message_id == "m-bug"
+    assert dead_ids(redis_client) == [dead_id]  # accepted this time: no new dead letter
+
+
+def test_a_replay_dead_lettered_again_says_what_it_replayed(
+    capsys: pytest.CaptureFixture[str], redis_client: redis.Redis, intake: Intake, stores: Stores
+) -> None:
+    publish(redis_client, "{still not json")
+    drain(intake)
+    [first] = dead_ids(redis_client)
+    assert run(capsys, stores, "replay", first)[0] == 0  # no message_id, no row: allowed
+    drain(intake)
+    [_, second] = dead_ids(redis_client)
+    code, out, _ = run(capsys, stores, "show", second, "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["replay_of"] == first and data["reason"].startswith("invalid_json")
+    assert "still not json" not in out
 
 
 def test_an_entry_without_a_message_needs_a_corrected_copy(

@@ -38,7 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from schemas.envelope import ACCOUNT_PATTERN, MESSAGE_ID_PATTERN, PROVIDERS
 from schemas.keys import idempotency_key
-from worker.settings import AccountConfig, Settings
+from worker.settings import AccountConfig, AccountsError, Settings
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -285,6 +285,9 @@ def describe_entry(entry: DeadEntry, raw: bool = False) -> dict[str, Any]:
     if raw:
         out["fields"] = {_text(k): _text(v) for k, v in entry.original.items()}
         return out
+    replay_of = entry.original.get(b"replay_of")
+    if replay_of is not None and _ENTRY_ID.match(_text(replay_of)):
+        out["replay_of"] = _text(replay_of)  # ours: this entry was itself a replay
     fields: dict[str, Any] = {}
     for key, value in entry.original.items():
         name = _text(key) if _KEY_NAME.match(_text(key)) else "<field>"
@@ -594,8 +597,9 @@ def _cmd_show(args: argparse.Namespace, stores: Stores) -> int:
     if args.json:
         _print_json(data)
         return EXIT_OK
-    for name in ("id", "dead_at", "reason", "stream", "source_entry_id", "size"):
-        print(f"{name:<16} {data[name]}")
+    for name in ("id", "dead_at", "reason", "stream", "source_entry_id", "size", "replay_of"):
+        if name in data:
+            print(f"{name:<16} {data[name]}")
     for item in data["replays"]:
         print(
             f"{'replayed':<16} {item.get('at')} as {item.get('new_entry_id')} on {item.get('stream')}"
@@ -673,6 +677,9 @@ def cmd_dead(args: argparse.Namespace, stores: Stores | None = None) -> int:
     except DeadLetterError as exc:
         print(f"ticketrelay dead: {exc}", file=sys.stderr)
         return exc.code
+    except AccountsError as exc:  # read for a corrected copy's validation
+        print(f"ticketrelay dead: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         print(
             f"ticketrelay dead: Redis unreachable at {_where(stores.client)} ({type(exc).__name__})",
