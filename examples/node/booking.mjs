@@ -32,7 +32,13 @@ function idempotencyKey(provider, account, messageId, generation = 0) {
 function samplePayload(provider, messageId) {
   // The provider's own request body; here the sample shipped beside this directory.
   const file = new URL(`../${provider}.json`, import.meta.url);
-  const payload = JSON.parse(readFileSync(file, "utf8")).payload;
+  let text;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch {
+    throw new Error(`no sample payload for provider ${provider} (${file.pathname})`);
+  }
+  const payload = JSON.parse(text).payload;
   // RemyPass deduplicates on bookingId: it must be this booking's own id.
   if (provider === "remypass") payload.bookingId = `BK-${messageId}`;
   return payload;
