@@ -13,7 +13,11 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 LANGUAGES = ["node", "php", "go"]
-INSTALL_HINT = "apt-get install -y php-cli golang-go (Node.js 20: nodesource or Debian's nodejs)"
+INSTALL = {
+    "node": "Node.js 18 or later",
+    "php": "apt-get install -y php-cli",
+    "go": "apt-get install -y golang-go",
+}
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ def example(language: str, build_dir: Path) -> Example:
     """The example of `language`, ready to run; skips the test when its toolchain is missing."""
     tool = {"node": "node", "php": "php", "go": "go"}[language]
     if shutil.which(tool) is None:
-        pytest.skip(f"no `{tool}` on PATH, so the {language} example cannot run here ({INSTALL_HINT})")
+        pytest.skip(f"no `{tool}` on PATH, so the {language} example cannot run here ({INSTALL[language]})")
     if language == "node":
         return Example(language, ["node", str(EXAMPLES / "node" / "booking.mjs")])
     if language == "php":
