@@ -4,14 +4,16 @@
 No idempotency and no documented lookup. Every ticket carries a stable qr_code (codes.py).
 After an attempt that may have created the tickets they are looked up with
 `GET {base}/tickets?qr_code=CODE`; `GET /tickets` exists but its filter names are NOT
-documented, so a list only proves what it contains: a ticket carrying our code proves that
-ticket exists; an empty list, or a list of other tickets, does not prove the filter was
-applied and so proves nothing (needs_review, never a re-send). Transient errors (5xx, 429,
-network) retry. The rest is shared with the Integrations API (fourvenues_common.py).
+documented, so a list proves only what it shows: a ticket carrying our code exists; a list of
+other tickets means the filter is ignored and proves nothing (needs_review, never a re-send);
+an empty list proves absence only once the filter is shown to work (the same listing without
+the filter holds tickets), else needs_review. Transient errors (5xx, 429, network) retry.
+The rest is shared with the Integrations API (fourvenues_common.py).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import httpx
@@ -25,10 +27,16 @@ from worker.providers.base import (
     classify_response,
     error_detail,
     json_or_none,
-    keep_doubt,
     needs_review,
 )
-from worker.providers.fourvenues_common import Found, FourvenuesAdapter, LookupResult, Unsettled, text
+from worker.providers.fourvenues_common import (
+    Absent,
+    Found,
+    FourvenuesAdapter,
+    LookupResult,
+    Unsettled,
+    text,
+)
 from worker.providers.pipeline import Auth, Call, ProbeResult, probe_problem
 from worker.settings import AccountConfig
 
@@ -72,40 +80,90 @@ class FourvenuesChannels(FourvenuesAdapter):
             seat=None,
         )
 
-    def lookup_code(self, call: Call, code: str) -> LookupResult:
+    def __init__(self) -> None:
+        # Base URLs whose GET /tickets was seen to honour the qr_code filter (see _filter_proven).
+        self._filter_works: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _list(
+        self,
+        client: httpx.Client,
+        account: AccountConfig,
+        params: dict[str, str],
+        secrets: tuple[str, ...],
+    ) -> list[dict[str, Any]] | Unsettled:
         label = f"{self.label} lookup"
-        unconfirmed = (
-            f"{label}: an earlier attempt may have created the tickets and this account cannot "
-            "prove they do not exist ({why}; the filters of GET /tickets are not documented). "
-            "Not re-sent, to avoid duplicates: settle at the provider."
-        )
-        answer = self.request(
-            call.client, call.account, "GET", PATH, label=label, params={LOOKUP_FILTER: code}
-        )
+        answer = self.request(client, account, "GET", PATH, label=label, params=params)
         if isinstance(answer, Outcome):
-            return Unsettled(keep_doubt(answer, True))
+            answer.may_have_created = True  # a lookup runs only where tickets may exist
+            return Unsettled(answer)
         status = answer.status_code
         if not answer.is_success:
             detail = error_detail(answer, self.error_keys)
-            outcome = classify_response(answer, label=label, detail=detail, secrets=call.secrets)
+            outcome = classify_response(answer, label=label, detail=detail, secrets=secrets)
             if outcome.kind is OutcomeKind.RETRY or status in (401, 403):
+                outcome.may_have_created = outcome.kind is OutcomeKind.RETRY
                 return Unsettled(outcome)
-            return Unsettled(
-                needs_review("unconfirmed", unconfirmed.format(why=f"HTTP {status}"), http_status=status)
-            )
+            return self._unproven(f"GET /tickets answered HTTP {status}", status)
         tickets = _ticket_list(answer)
         if tickets is None:
-            return Unsettled(
-                needs_review("unconfirmed", unconfirmed.format(why="unreadable answer"), http_status=status)
+            return self._unproven(f"GET /tickets answered HTTP {status} without a ticket list", status)
+        return tickets
+
+    def _unproven(self, why: str, status: int | None) -> Unsettled:
+        return Unsettled(
+            needs_review(
+                "unconfirmed",
+                f"{self.label} lookup: an earlier attempt may have created the tickets and this "
+                f"account cannot prove they do not exist ({why}; the filters of GET /tickets are "
+                "not documented). Not re-sent, to avoid duplicates: settle at the provider.",
+                http_status=status,
             )
-        for ticket in tickets:
+        )
+
+    def _filter_proven(
+        self, client: httpx.Client, account: AccountConfig, secrets: tuple[str, ...]
+    ) -> bool | Unsettled:
+        """Does GET /tickets apply the qr_code filter? Proven by a ticket the channel has: the
+        listing filtered by its code holds it and only tickets with that code (a server that
+        ignores the filter lists others; one that empties any filtered list shows none)."""
+        if account.base_url in self._filter_works:
+            return True
+        unfiltered = self._list(client, account, {"limit": "1"}, secrets)
+        if isinstance(unfiltered, Unsettled):
+            return unfiltered
+        known = next((text(t.get("qr_code")) for t in unfiltered if text(t.get("qr_code"))), None)
+        if known is None:
+            return False
+        filtered = self._list(client, account, {LOOKUP_FILTER: known}, secrets)
+        if isinstance(filtered, Unsettled):
+            return filtered
+        if not filtered or any(t.get("qr_code") != known for t in filtered):
+            return False
+        with self._lock:
+            self._filter_works.add(account.base_url)
+        return True
+
+    def lookup_code(self, call: Call, code: str) -> LookupResult:
+        listed = self._list(call.client, call.account, {LOOKUP_FILTER: code}, call.secrets)
+        if isinstance(listed, Unsettled):
+            return listed
+        for ticket in listed:
             if ticket.get("qr_code") == code:
                 return Found(ticket)
-        why = "the list is empty" if not tickets else "the list holds only other tickets"
-        return Unsettled(needs_review("unconfirmed", unconfirmed.format(why=why), http_status=status))
+        if listed:
+            return self._unproven("the qr_code filter is ignored: the list holds only other tickets", 200)
+        proven = self._filter_proven(call.client, call.account, call.secrets)
+        if isinstance(proven, Unsettled):
+            return proven
+        if proven:
+            return Absent()
+        return self._unproven(
+            "the list is empty, and so is the unfiltered list: nothing shows the filter works", 200
+        )
 
     def probe(self, client: httpx.Client, account: AccountConfig) -> ProbeResult:
-        """GET /tickets with a random code: credentials accepted and a readable list."""
+        """GET /tickets with a random code: credentials accepted and a readable list (empty)."""
         code = codes.new_qr_code()
         answer = self.request(client, account, "GET", PATH, label=self.label, params={LOOKUP_FILTER: code})
         problem = probe_problem(answer, self.label)
@@ -118,15 +176,24 @@ class FourvenuesChannels(FourvenuesAdapter):
                 False,
                 f"GET /tickets answered HTTP {answer.status_code} without a ticket list: check base_url",
             )
-        if any(t.get("qr_code") != code for t in tickets):
+        if tickets:
             return ProbeResult(
                 True,
                 "credentials accepted; GET /tickets ignores the qr_code filter, so a booking "
                 "whose answer is lost ends needs_review",
                 warning=True,
             )
+        proven = self._filter_proven(client, account, ())
+        if proven is True:
+            return ProbeResult(
+                True, "credentials accepted; GET /tickets answers an empty list for a random code"
+            )
         return ProbeResult(
-            True, "credentials accepted; GET /tickets answers a list (empty for a random code)"
+            True,
+            "credentials accepted; GET /tickets answers an empty list, but the channel has no "
+            "ticket yet to show the qr_code filter works (until it does, a booking whose answer "
+            "is lost ends needs_review)",
+            warning=True,
         )
 
 
