@@ -225,6 +225,13 @@ class Fourvenues(FourvenuesAdapter):
         if isinstance(result, Found):
             return ProbeResult(False, "a random code was found: the lookup route does not look codes up")
         error = result.outcome.error
+        if error is not None and error.type == "lookup_unavailable":
+            return ProbeResult(
+                False,
+                f"the lookup routes answered HTTP {error.http_status} without Fourvenues' JSON "
+                "not-found, so lookups after a lost answer could never confirm anything: check "
+                "base_url (the host; the API is under /integrations)",
+            )
         return ProbeResult(False, error.message if error is not None else "no usable answer")
 
 
