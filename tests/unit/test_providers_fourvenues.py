@@ -300,3 +300,31 @@ def test_v1_auth_headers_and_missing_v1_credentials() -> None:
     assert "x-api-key" not in fake.requests[0].headers
     assert refused.kind is OutcomeKind.FAILED and refused.error is not None
     assert refused.error.type == "auth_error" and len(fake.requests) == 1
+
+
+def test_a_duplicate_code_after_an_absent_lookup_is_looked_up_again_never_failed() -> None:
+    exists = httpx.Response(400, json={"success": False, "error": "qr_code already exists"})
+    fake = (
+        FakeProvider()
+        .on("GET", by_code(CODES[0]), fv_not_found(), created(fv_ticket(CODES[0])))
+        .on("POST", CREATE, exists)
+    )
+    a = attempt("fourvenues", fv_payload(), number=2, in_doubt=True, qr_codes=CODES[:1])
+    with fake.client() as client:
+        outcome = fourvenues.issue(client, a)
+    assert outcome.kind is OutcomeKind.ISSUED and outcome.reconciled
+    assert [r.method for r in fake.requests] == ["GET", "POST", "GET"]
+
+
+def test_a_duplicate_code_that_no_lookup_shows_is_needs_review_in_doubt_and_failed_otherwise() -> None:
+    exists = httpx.Response(409, json={"success": False, "message": "Duplicate qr_code"})
+    fake = FakeProvider().on("GET", by_code(CODES[0]), fv_not_found()).on("POST", CREATE, exists)
+    with fake.client() as client:
+        doubtful = fourvenues.issue(
+            client, attempt("fourvenues", fv_payload(), number=2, in_doubt=True, qr_codes=CODES[:1])
+        )
+        clean = fourvenues.issue(client, attempt("fourvenues", fv_payload(), qr_codes=CODES[:1]))
+    assert doubtful.kind is OutcomeKind.NEEDS_REVIEW
+    assert doubtful.error is not None and doubtful.error.type == "duplicate"
+    assert clean.kind is OutcomeKind.FAILED
+    assert clean.error is not None and clean.error.type == "duplicate"

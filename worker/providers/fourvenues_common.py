@@ -261,7 +261,7 @@ class FourvenuesAdapter(Adapter):
             # Our own codes already exist, though the lookup did not show them a moment ago
             # (or this API cannot look them up): ask again, never re-send.
             settled = self.reconcile(call)
-            if settled is not None and settled.kind is not OutcomeKind.RETRY:
+            if settled is not None:
                 return settled
             return needs_review(
                 "duplicate",
