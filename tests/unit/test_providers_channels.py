@@ -3,8 +3,6 @@ it lists, and a created answer is never padded with codes the provider did not c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 from provider_fakes import FakeProvider, attempt, channels_payload
@@ -13,16 +11,6 @@ from worker.providers import get_provider
 from worker.providers.base import OutcomeKind
 
 channels = get_provider("fourvenues_channels")
-
-
-@pytest.fixture(autouse=True)
-def _forget_filter_proofs() -> Iterator[None]:
-    """The adapter remembers a host whose filter was shown to work; each test starts afresh."""
-    channels._filter_works.clear()  # type: ignore[attr-defined]
-    yield
-    channels._filter_works.clear()  # type: ignore[attr-defined]
-
-
 CODES = ["TRCHANNELAAAAAA1", "TRCHANNELAAAAAA2"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from provider_fakes import (
+    HOSTS,
     FakeProvider,
     account,
     attempt,
@@ -20,6 +21,11 @@ from worker.providers.base import OutcomeKind
 fourvenues = get_provider("fourvenues")
 CREATE = "/integrations/tickets/"
 CODES = ["TRCODEAAAAAAAAA1", "TRCODEAAAAAAAAA2"]
+
+
+def keeps_codes(keeps: bool = True) -> None:
+    """As if an earlier answer had shown whether this host gives tickets the codes we send."""
+    fourvenues._keeps_codes[HOSTS["fourvenues"]] = keeps  # type: ignore[attr-defined]
 
 
 def by_code(code: str) -> str:
@@ -56,6 +62,7 @@ def test_create_is_under_integrations_and_never_doubled(base_url: str) -> None:
 
 
 def test_in_doubt_lookup_is_under_integrations_and_the_envelope_means_absent() -> None:
+    keeps_codes()
     fake = (
         FakeProvider()
         .on("GET", by_code(CODES[0]), fv_not_found())
@@ -97,6 +104,7 @@ def test_by_code_unknown_route_falls_back_to_code_route() -> None:
 
 
 def test_code_route_envelope_counts_as_absent_too() -> None:
+    keeps_codes()
     fake = (
         FakeProvider()
         .on("GET", by_code(CODES[0]), html_404())
@@ -303,6 +311,7 @@ def test_v1_auth_headers_and_missing_v1_credentials() -> None:
 
 
 def test_a_duplicate_code_after_an_absent_lookup_is_looked_up_again_never_failed() -> None:
+    keeps_codes()
     exists = httpx.Response(400, json={"success": False, "error": "qr_code already exists"})
     fake = (
         FakeProvider()
@@ -317,6 +326,7 @@ def test_a_duplicate_code_after_an_absent_lookup_is_looked_up_again_never_failed
 
 
 def test_a_duplicate_code_that_no_lookup_shows_is_needs_review_in_doubt_and_failed_otherwise() -> None:
+    keeps_codes()
     exists = httpx.Response(409, json={"success": False, "message": "Duplicate qr_code"})
     fake = FakeProvider().on("GET", by_code(CODES[0]), fv_not_found()).on("POST", CREATE, exists)
     with fake.client() as client:
@@ -328,3 +338,100 @@ def test_a_duplicate_code_that_no_lookup_shows_is_needs_review_in_doubt_and_fail
     assert doubtful.error is not None and doubtful.error.type == "duplicate"
     assert clean.kind is OutcomeKind.FAILED
     assert clean.error is not None and clean.error.type == "duplicate"
+
+
+# --- sent codes the provider may not keep -------------------------------------------------------
+
+
+def test_absent_codes_prove_nothing_until_an_answer_shows_the_codes_are_kept() -> None:
+    fake = (
+        FakeProvider()
+        .on("GET", by_code(CODES[0]), fv_not_found())
+        .on("POST", CREATE, created(fv_ticket("X")))
+    )
+    a = attempt("fourvenues", fv_payload(), number=2, in_doubt=True, qr_codes=CODES[:1])
+    with fake.client() as client:
+        outcome = fourvenues.issue(client, a)
+    assert outcome.kind is OutcomeKind.RETRY and outcome.may_have_created
+    assert fake.calls("POST") == []
+
+
+def test_an_answer_with_our_code_teaches_that_absence_is_proof() -> None:
+    fake = FakeProvider().on("POST", CREATE, created(fv_ticket(CODES[0])))
+    with fake.client() as client:
+        assert fourvenues.issue(client, attempt("fourvenues", fv_payload(), qr_codes=CODES[:1])).kind is (
+            OutcomeKind.ISSUED
+        )
+        fake.on("GET", by_code(CODES[1]), fv_not_found())
+        again = attempt("fourvenues", fv_payload(), number=2, in_doubt=True, qr_codes=CODES[1:])
+        outcome = fourvenues.issue(client, again)
+    assert outcome.kind is OutcomeKind.ISSUED and not outcome.reconciled
+    assert len(fake.calls("POST")) == 2
+
+
+def test_an_answer_with_codes_of_its_own_makes_a_lost_answer_needs_review() -> None:
+    """The docs' example sends qr_code QRCODE123ABC and answers code P6J21FF2S."""
+    fake = FakeProvider().on("POST", CREATE, created(fv_ticket("P6J21FF2S")))
+    with fake.client() as client:
+        fourvenues.issue(client, attempt("fourvenues", fv_payload(), qr_codes=CODES[:1]))
+        fake.on("GET", by_code(CODES[1]), fv_not_found())
+        fake.on("GET", CREATE, httpx.Response(200, json={"success": True, "data": []}))
+        again = attempt("fourvenues", fv_payload(), number=2, in_doubt=True, qr_codes=CODES[1:])
+        outcome = fourvenues.issue(client, again)
+    assert outcome.kind is OutcomeKind.NEEDS_REVIEW
+    assert len(fake.calls("POST")) == 1
+
+
+def listed(*tickets: dict[str, object]) -> httpx.Response:
+    return httpx.Response(200, json={"success": True, "data": list(tickets)})
+
+
+def person(code: str, n: int, payment: str, email: str = "jane@example.com") -> dict[str, object]:
+    return fv_ticket(code, n, payment_id=payment, event_id="ev1", email=email, name="Jane Roe")
+
+
+def test_one_object_for_two_tickets_is_confirmed_by_the_events_listing() -> None:
+    fake = (
+        FakeProvider()
+        .on("POST", CREATE, created(person("GEN1", 1, "pay1")))
+        .on(
+            "GET",
+            CREATE,
+            listed(person("GEN1", 1, "pay1"), person("GEN2", 2, "pay1"), person("Z", 3, "pay9")),
+        )
+    )
+    with fake.client() as client:
+        outcome = fourvenues.issue(client, attempt("fourvenues", fv_payload(2), qr_codes=CODES))
+    assert outcome.kind is OutcomeKind.ISSUED
+    assert [(t.ticket_id, t.code) for t in outcome.tickets] == [("tkt1", "GEN1"), ("tkt2", "GEN2")]
+    [listing] = fake.calls("GET", CREATE)
+    assert listing.url.params["event_id"] == "ev1" and listing.url.params["date_field"] == "created_at"
+    assert listing.url.params["limit"] == "500"
+
+
+def test_a_lost_answer_is_found_in_the_listing_of_the_rates_event() -> None:
+    fake = FakeProvider().on("POST", CREATE, created(person("GEN0", 0, "pay0")))
+    with fake.client() as client:
+        # An earlier booking taught the rate's event and that codes are not kept.
+        fourvenues.issue(client, attempt("fourvenues", fv_payload(), qr_codes=CODES[:1]))
+        fake.on("GET", by_code(CODES[1]), fv_not_found())
+        fake.on("GET", CREATE, listed(person("GEN0", 0, "pay0", "x@example.com"), person("GEN7", 7, "pay7")))
+        outcome = fourvenues.issue(
+            client, attempt("fourvenues", fv_payload(), number=2, in_doubt=True, qr_codes=CODES[1:])
+        )
+    assert outcome.kind is OutcomeKind.ISSUED and outcome.reconciled
+    assert [t.code for t in outcome.tickets] == ["GEN7"]
+    assert len(fake.calls("POST")) == 1
+
+
+def test_two_purchases_for_the_same_people_are_ambiguous() -> None:
+    fake = FakeProvider().on("POST", CREATE, created(person("GEN0", 0, "pay0", "x@example.com")))
+    with fake.client() as client:
+        fourvenues.issue(client, attempt("fourvenues", fv_payload(), qr_codes=CODES[:1]))
+        fake.on("GET", by_code(CODES[1]), fv_not_found())
+        fake.on("GET", CREATE, listed(person("GEN7", 7, "pay7"), person("GEN8", 8, "pay8")))
+        outcome = fourvenues.issue(
+            client, attempt("fourvenues", fv_payload(), number=2, in_doubt=True, qr_codes=CODES[1:])
+        )
+    assert outcome.kind is OutcomeKind.NEEDS_REVIEW
+    assert len(fake.calls("POST")) == 1

@@ -15,6 +15,7 @@ channels API (fourvenues_common.py).
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -28,6 +29,7 @@ from worker.providers.base import (
     OutcomeKind,
     classify_response,
     error_detail,
+    issued,
     join_url,
     json_or_none,
     retry,
@@ -38,6 +40,7 @@ from worker.providers.fourvenues_common import (
     FourvenuesAdapter,
     LookupResult,
     Unsettled,
+    expected_count,
     text,
     ticket_objects,
 )
@@ -45,6 +48,9 @@ from worker.providers.pipeline import Auth, Call, ProbeResult
 from worker.settings import AccountConfig
 
 API_PREFIX = "integrations"
+LISTING_PAGE = 500  # the documented maximum of `limit`
+LISTING_MAX_PAGES = 20
+LISTING_WINDOW = timedelta(minutes=30)  # clock skew and request time around our attempts
 CREATE_PATH = "tickets/"
 # The reference page's path first, then the use-case page's.
 LOOKUP_PATHS = ("tickets/by-code/{code}", "tickets/code/{code}")
@@ -56,6 +62,25 @@ def api_base(base_url: str) -> str:
     if base.rsplit("/", 1)[-1] == API_PREFIX:
         return base
     return f"{base}/{API_PREFIX}"
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _person(ticket: dict[str, Any]) -> tuple[str, str]:
+    """Who a ticket is for: (email, name), as sent (`full_name`) or listed (`name`)."""
+    name = ticket.get("full_name") if ticket.get("full_name") is not None else ticket.get("name")
+    return (str(ticket.get("email") or "").strip().casefold(), str(name or "").strip().casefold())
+
+
+def _same_people(group: list[dict[str, Any]], ours: list[tuple[str, str]], expected: int) -> bool:
+    """A listed purchase holds our booking's tickets: as many, for exactly the same people
+    (tickets beyond the objects sent reuse their data, so only the set must match then)."""
+    people = sorted(_person(t) for t in group)
+    if len(group) != expected or set(people) != set(ours):
+        return False
+    return people == ours if expected == len(ours) else True
 
 
 def is_not_found_envelope(response: httpx.Response) -> bool:
@@ -84,9 +109,13 @@ class Fourvenues(FourvenuesAdapter):
     sandbox_route = "fourvenues"
 
     def __init__(self) -> None:
-        # Which lookup path answered for a base URL last time, so a host that serves only
-        # code/ is not asked by-code first for every code.
+        # What this process has learned per API host (base_url), from the provider's answers:
+        # which lookup path answers (a host that serves only code/ is not asked by-code first);
+        # whether a sent qr_code becomes the ticket's code (the docs never say so: their example
+        # sends QRCODE123ABC and answers code P6J21FF2S); the event of each ticket rate.
         self._route: dict[str, int] = {}
+        self._keeps_codes: dict[str, bool] = {}
+        self._rate_events: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
     def missing_credentials(self, account: AccountConfig) -> str | None:
@@ -132,6 +161,108 @@ class Fourvenues(FourvenuesAdapter):
         if not raw:
             return None
         return text(raw[0].get("payment_id")) or text(raw[0].get("_id"))
+
+    # --- what the answers teach ----------------------------------------------------------------
+
+    def forget(self) -> None:
+        with self._lock:
+            self._route.clear()
+            self._keeps_codes.clear()
+            self._rate_events.clear()
+
+    def learn(self, call: Call, answered: list[dict[str, Any]]) -> None:
+        base = call.account.base_url
+        sent = set(call.codes)
+        codes = {self.ticket_code(t) for t in answered} - {None}
+        rate = call.body.get("ticket_rate_id")
+        event = next((text(t.get("event_id")) for t in answered if text(t.get("event_id"))), None)
+        with self._lock:
+            if codes & sent:
+                self._keeps_codes[base] = True
+            elif codes and sent:
+                # Every ticket of the answer carries a code we did not send.
+                self._keeps_codes.setdefault(base, False)
+            if isinstance(rate, str) and event is not None:
+                self._rate_events[(base, rate)] = event
+
+    def absence_is_proof(self, call: Call) -> bool | None:
+        return self._keeps_codes.get(call.account.base_url)
+
+    # --- the event listing ----------------------------------------------------------------------
+
+    def _event_tickets(
+        self, call: Call, event_id: str, since: datetime, until: datetime
+    ) -> list[dict[str, Any]] | None:
+        """Every ticket of the event created in [since, until] (`GET /tickets/?event_id=`,
+        paged by 500); None when the listing cannot be read to its end."""
+        found: list[dict[str, Any]] = []
+        seen_ids: set[str] = set()
+        for page in range(LISTING_MAX_PAGES):
+            params = {
+                "event_id": event_id,
+                "start_date": _iso(since),
+                "end_date": _iso(until),
+                "date_field": "created_at",
+                "limit": str(LISTING_PAGE),
+                "offset": str(page * LISTING_PAGE),
+            }
+            answer = self.request(
+                call.client, call.account, "GET", CREATE_PATH, label=f"{self.label} listing", params=params
+            )
+            if isinstance(answer, Outcome) or not answer.is_success:
+                return None
+            body = json_or_none(answer)
+            data = body.get("data") if isinstance(body, dict) else body
+            if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
+                return None
+            fresh = [t for t in data if text(t.get("_id")) not in seen_ids]
+            if data and not fresh:
+                return None  # the same page again: offset is ignored, the end cannot be reached
+            for ticket in fresh:
+                seen_ids.add(text(ticket.get("_id")) or "")
+            found += fresh
+            if len(data) < LISTING_PAGE:
+                return found
+        return None
+
+    def confirm_purchase(self, call: Call, answered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The answer shows fewer tickets than were made: the event's listing holds them all,
+        and the tickets of one purchase share its payment_id."""
+        first = answered[0]
+        event_id, payment_id = text(first.get("event_id")), text(first.get("payment_id"))
+        if event_id is None or payment_id is None:
+            return []
+        now = call.attempt.clock()
+        listed = self._event_tickets(call, event_id, now - LISTING_WINDOW, now + LISTING_WINDOW)
+        return [t for t in listed or [] if text(t.get("payment_id")) == payment_id]
+
+    def find_purchase(self, call: Call) -> Outcome | None:
+        """After a lost answer, when the codes we sent prove nothing: the purchase in the
+        event's listing (the event of this rate, known from an earlier answer), created in the
+        window of our attempts, whose tickets carry exactly our tickets' names and emails.
+        Found once -> ISSUED (reconciled); not found or ambiguous -> None (never proof of
+        absence: the matching rests on fields the docs do not promise to keep)."""
+        rate = call.body.get("ticket_rate_id")
+        event_id = self._rate_events.get((call.account.base_url, rate)) if isinstance(rate, str) else None
+        if event_id is None:
+            return None
+        now = call.attempt.clock()
+        since = (call.attempt.first_attempt_at or now - timedelta(days=3)) - LISTING_WINDOW
+        listed = self._event_tickets(call, event_id, since, now + LISTING_WINDOW)
+        if not listed:
+            return None
+        ours = sorted(_person(t) for t in call.body.get("tickets") or [] if isinstance(t, dict))
+        purchases: dict[str, list[dict[str, Any]]] = {}
+        for ticket in listed:
+            payment = text(ticket.get("payment_id"))
+            if payment is not None:
+                purchases.setdefault(payment, []).append(ticket)
+        expected = expected_count(call.body)
+        matches = [group for group in purchases.values() if _same_people(group, ours, expected)]
+        if len(matches) != 1:
+            return None
+        [group] = matches
+        return issued([self.normalise(t) for t in group], self.reference(group), reconciled=True)
 
     # --- lookups -------------------------------------------------------------------------------
 

@@ -85,6 +85,10 @@ class FourvenuesChannels(FourvenuesAdapter):
         self._filter_works: set[str] = set()
         self._lock = threading.Lock()
 
+    def forget(self) -> None:
+        with self._lock:
+            self._filter_works.clear()
+
     def _list(
         self,
         client: httpx.Client,

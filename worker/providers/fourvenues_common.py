@@ -116,6 +116,23 @@ class FourvenuesAdapter(Adapter):
     def reference(self, raw: list[dict[str, Any]]) -> str | None:
         return None
 
+    def absence_is_proof(self, call: Call) -> bool | None:
+        """Does "every sent code is absent" prove the earlier attempt created nothing? True:
+        yes; False: no (the provider gives its tickets codes of its own); None: not known yet."""
+        return True
+
+    def learn(self, call: Call, answered: list[dict[str, Any]]) -> None:
+        """What a created answer teaches about this account (e.g. whether sent codes are kept)."""
+
+    def find_purchase(self, call: Call) -> Outcome | None:
+        """Another way to find what a lost attempt created, when codes cannot; None: not found."""
+        return None
+
+    def confirm_purchase(self, call: Call, answered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The other tickets of the purchase a created answer belongs to, as the provider lists
+        them (the answer may show one ticket for several)."""
+        return []
+
     # --- codes -------------------------------------------------------------------------------
 
     def initial_codes(self, payload: dict[str, Any] | None) -> list[str | None] | None:
@@ -157,9 +174,28 @@ class FourvenuesAdapter(Adapter):
                 found.append(result.ticket)
             else:
                 absent.append(code)
-        if not found and absent:
-            return None  # every code proven absent: the earlier attempt created nothing
         expected = expected_count(call.body)
+        if not found and absent:
+            proof = self.absence_is_proof(call)
+            if proof is True:
+                return None  # every code proven absent: the earlier attempt created nothing
+            listed = self.find_purchase(call)
+            if listed is not None:
+                return listed
+            why = (
+                "is not yet known to give tickets the qr_codes we send"
+                if proof is None
+                else "gives its tickets codes of its own instead of the qr_codes we send"
+            )
+            message = (
+                f"{self.label}: an earlier attempt may have created the tickets; none of the sent "
+                f"codes is found, but this account {why}, so that proves nothing. Not re-sent, "
+                "to avoid duplicates."
+            )
+            if proof is None:
+                # Another booking's answer may show soon whether the codes are kept.
+                return retry("unconfirmed", message, may_have_created=True)
+            return needs_review("unconfirmed", message + " Settle at the provider.")
         tickets = [self.normalise(t) for t in found]
         if not absent and len(found) >= expected:
             return issued(tickets, self.reference(found), reconciled=True)
@@ -199,11 +235,20 @@ class FourvenuesAdapter(Adapter):
                 http_status=status,
                 may_have_created=True,
             )
+        self.learn(call, raw)
         expected = expected_count(call.body)
         confirmed = list(raw)
         if len(confirmed) >= expected:
             return issued([self.normalise(t) for t in confirmed], self.reference(confirmed))
-        # Fewer tickets in the answer than asked for: look the sent codes it lacks up.
+        # Fewer tickets in the answer than asked for: first the provider's own listing of the
+        # purchase, then the sent codes it lacks, one by one.
+        known_ids = {text(t.get("_id")) for t in confirmed} - {None}
+        for ticket in self.confirm_purchase(call, confirmed):
+            if text(ticket.get("_id")) not in known_ids:
+                confirmed.append(ticket)
+                known_ids.add(text(ticket.get("_id")))
+        if len(confirmed) >= expected:
+            return issued([self.normalise(t) for t in confirmed], self.reference(confirmed))
         answered = {self.ticket_code(t) for t in confirmed}
         unconfirmed: list[str] = []
         unsettled: Outcome | None = None

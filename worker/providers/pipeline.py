@@ -171,6 +171,9 @@ class Adapter:
         """Codes to store in the row before its first call (see codes.py); None: none."""
         return None
 
+    def forget(self) -> None:
+        """Drop what this process learned from the provider's answers (tests start afresh)."""
+
     # --- hooks -------------------------------------------------------------------------------
 
     def url(self, account: AccountConfig, path: str) -> str:
