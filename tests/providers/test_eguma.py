@@ -126,7 +126,7 @@ def test_wrong_key_is_auth_error_and_never_echoes_the_key(client: httpx.Client) 
     ("fault", "kind", "may_have_created"),
     [
         ({"status": 500}, OutcomeKind.RETRY, True),
-        ({"status": 503}, OutcomeKind.RETRY, False),
+        ({"status": 503}, OutcomeKind.RETRY, True),
         ({"status": 429, "retry_after": 1}, OutcomeKind.RETRY, False),
         ({"kind": "timeout"}, OutcomeKind.RETRY, True),
         ({"kind": "malformed_after_create"}, OutcomeKind.RETRY, True),

@@ -72,7 +72,7 @@ def test_missing_key_fails_without_a_call(client: httpx.Client, sandbox: Sandbox
     ("fault", "may_have_created", "type_"),
     [
         ({"status": 500}, True, "provider_error"),
-        ({"status": 503}, False, "provider_unavailable"),
+        ({"status": 503}, True, "provider_unavailable"),
         ({"status": 429, "retry_after": 2}, False, "rate_limited"),
         ({"kind": "timeout"}, True, "timeout"),
         ({"kind": "drop_after_create"}, True, "network_error"),
