@@ -52,6 +52,36 @@ def _annotation_models(annotation: Any) -> Iterable[type[BaseModel]]:
             stack.extend(typing.get_args(item))
 
 
+def _is_mapping(annotation: Any) -> bool:
+    stack = [annotation]
+    while stack:
+        item = stack.pop()
+        origin = typing.get_origin(item)
+        if item is dict or origin is dict:
+            return True
+        if origin is not None or isinstance(item, types.UnionType):
+            stack.extend(typing.get_args(item))
+    return False
+
+
+def mapping_fields(models: Iterable[type[BaseModel]]) -> frozenset[str]:
+    """The fields of these models (nested ones too) that hold a free-form object, such as
+    the envelope's metadata: a key inside one is the producer's key, not an unknown field."""
+    names: set[str] = set()
+    seen: set[type[BaseModel]] = set()
+    stack = list(models)
+    while stack:
+        model = stack.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        for name, info in model.model_fields.items():
+            if _is_mapping(info.annotation):
+                names.add(info.alias if isinstance(info.alias, str) else name)
+            stack.extend(_annotation_models(info.annotation))
+    return frozenset(names)
+
+
 def known_names(models: Iterable[type[BaseModel]]) -> frozenset[str]:
     """Every field name and alias of these models and of the models nested in them."""
     names: set[str] = set()
@@ -72,13 +102,14 @@ def known_names(models: Iterable[type[BaseModel]]) -> frozenset[str]:
 
 
 @lru_cache(maxsize=1)
-def _schema_names() -> frozenset[str]:
+def _schema_names() -> tuple[frozenset[str], frozenset[str]]:
     # Imported here: schemas.envelope and schemas.payloads do not depend on this module, but
     # keep the import cheap for the sandbox, which imports describe() early.
     from schemas.envelope import Envelope
     from schemas.payloads import PAYLOAD_MODELS
 
-    return known_names([Envelope, *PAYLOAD_MODELS.values()])
+    models = [Envelope, *PAYLOAD_MODELS.values()]
+    return known_names(models), mapping_fields(models)
 
 
 def _key_position(data: Any, path: tuple[Any, ...], key: str) -> int | None:
@@ -97,16 +128,18 @@ def _key_position(data: Any, path: tuple[Any, ...], key: str) -> int | None:
     return None
 
 
-def _where(loc: tuple[Any, ...], data: Any, known: frozenset[str]) -> str:
+def _where(loc: tuple[Any, ...], data: Any, known: frozenset[str], mappings: frozenset[str]) -> str:
     parts: list[str] = []
     for i, step in enumerate(loc):
-        if step == "":
-            continue
-        if isinstance(step, int) or (isinstance(step, str) and step in known):
+        in_mapping = i > 0 and loc[i - 1] in mappings
+        if isinstance(step, int) or (isinstance(step, str) and step in known and not in_mapping):
             parts.append(str(step))
             continue
         position = _key_position(data, loc[:i], step) if isinstance(step, str) else None
-        parts.append(f"<unknown field {position}>" if position is not None else "<unknown field>")
+        if step == "" and position is None:
+            continue  # pydantic's own empty step, not a key of the input
+        label = "key" if in_mapping else "unknown field"
+        parts.append(f"<{label} {position}>" if position is not None else f"<{label}>")
     return ".".join(parts)
 
 
@@ -119,10 +152,12 @@ def describe(
     """One line naming each failing field and what is wrong with it. `data`: the input that
     was validated, to give an unknown key its position; `known`: the field names that may be
     named (default: those of the envelope and of every provider payload)."""
-    names = _schema_names() if known is None else known
+    names, mappings = _schema_names()
+    if known is not None:
+        names = known
     parts = []
     for err in exc.errors(include_input=False, include_url=False):
-        loc = _where(tuple(err["loc"]), data, names)
+        loc = _where(tuple(err["loc"]), data, names, mappings)
         where = f"{prefix}{'.' if prefix and loc else ''}{loc}" or prefix or "message"
         msg = _ECHOING.get(err["type"], err["msg"])
         # pydantic's "Value error, ..." prefix is noise for a producer reading the reason.
