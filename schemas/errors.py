@@ -108,7 +108,7 @@ def _schema_names() -> tuple[frozenset[str], frozenset[str]]:
     from schemas.envelope import Envelope
     from schemas.payloads import PAYLOAD_MODELS
 
-    models = [Envelope, *PAYLOAD_MODELS.values()]
+    models: list[type[BaseModel]] = [Envelope, *PAYLOAD_MODELS.values()]
     return known_names(models), mapping_fields(models)
 
 

@@ -216,3 +216,34 @@ def test_a_data_refusal_of_the_batch_does_not_leave_the_read_pending(
     # The batch refusal was not the entries' fault: one at a time, both are accepted.
     assert enqueued == [idempotency_key("eguma", "default", m) for m in ("m-1", "m-2")]
     assert dead(redis_client) == []
+
+
+def test_the_run_loop_survives_an_error_outside_any_entry(
+    redis_client: redis.Redis, db_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug outside the per-entry steps must not end the intake thread (that stops every
+    booking): the loop logs it, backs off and reads again."""
+    import threading
+
+    from tests.helpers import wait_until
+
+    intake, enqueued = make_intake(redis_client, db_settings)
+    real = intake.run_once
+    calls = {"n": 0}
+
+    def flaky() -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyError("a bug")
+        return real()
+
+    monkeypatch.setattr(intake, "run_once", flaky)
+    xadd(redis_client, envelope("eguma", "m-after-bug"))
+    stop = threading.Event()
+    t = threading.Thread(target=intake.run, args=(stop,), daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: enqueued == [idempotency_key("eguma", "default", "m-after-bug")])
+    finally:
+        stop.set()
+        t.join(5)
