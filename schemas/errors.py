@@ -20,7 +20,7 @@ MAX_REASON = 300
 
 # Control characters (C0, DEL, C1), format characters that reorder or hide text (bidi
 # overrides, zero-width), line and paragraph separators, and lone surrogates (not text).
-_UNPRINTABLE = re.compile(
+UNPRINTABLE = re.compile(
     "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff"
     "\ufff9-\ufffb\ud800-\udfff]"
 )
@@ -34,7 +34,7 @@ def clean_text(text: str, limit: int = MAX_REASON) -> str:
     """Printable single-line text of at most `limit` characters: unprintable characters
     become spaces (so that words stay apart), runs of spaces one, the end is cut with "..."."""
     text = text[: limit * 4]  # the work below stays proportional to the limit, not the input
-    text = _SPACES.sub(" ", _UNPRINTABLE.sub(" ", text)).strip()
+    text = _SPACES.sub(" ", UNPRINTABLE.sub(" ", text)).strip()
     if len(text) > limit:
         text = text[: limit - 3].rstrip() + "..."
     return text
