@@ -53,8 +53,9 @@ def encode_result(result: ResultMessage) -> str:
 def _target(stream: str, default: str) -> str:
     """The stream a result goes to. A reply_to is checked at intake, but a row may predate the
     check (or come from a re-issue file): a name outside the plain charset never becomes a
-    Redis key, its result goes to the default stream instead."""
-    if _STREAM_NAME.fullmatch(stream):
+    Redis key, its result goes to the default stream instead. The configured stream itself is
+    the operator's choice (a Redis Cluster hash tag may need braces) and is always taken."""
+    if stream == default or _STREAM_NAME.fullmatch(stream):
         return stream
     log.warning(
         "reply_to is not a valid stream name; result sent to the default stream",

@@ -74,3 +74,13 @@ def test_the_dead_letter_reason_is_clean_and_bounded(redis_client: redis.Redis) 
     reason = entry[b"dead_reason"].decode()
     assert reason.startswith("invalid_json: a b [31m") and len(reason) == 300 and reason.isprintable()
     assert entry[b"message"] == b"{\x00}" and entry[b"orig_dead_reason"] == b"the producer's own"
+
+
+def test_the_configured_stream_is_taken_even_outside_the_reply_to_charset(redis_client: redis.Redis) -> None:
+    tagged = "ticketrelay:{results}"  # a Redis Cluster hash tag: the operator's choice
+    publish_results(
+        redis_client,
+        [(tagged, result("m-own")), ("ticketrelay:results:\x00", result("m-bad"))],
+        default_stream=tagged,
+    )
+    assert mids(redis_client, tagged) == ["m-own", "m-bad"]

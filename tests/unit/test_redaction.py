@@ -11,7 +11,10 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from schemas.errors import UNPRINTABLE
 from worker import redaction
 from worker.redaction import MAX_SCAN, RULES, payload_echoes, scrub, secret_forms
 
@@ -364,3 +367,38 @@ def test_the_shape_checks_catch_the_old_email_pattern() -> None:
         test_a_pattern_that_opens_with_a_run_starts_only_where_the_run_starts(old)
     with pytest.raises(AssertionError):
         test_no_unbounded_repeat_inside_another(re.compile(r"(?:a+b?)+c"))
+
+
+# --- property: wherever it is put, in whatever surroundings, it does not survive ------------
+
+_noise = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
+_shapes = st.sampled_from(
+    [
+        lambda s: s,
+        lambda s: quote(s, safe=""),
+        lambda s: quote_plus(s),
+        lambda s: base64.b64encode(("u:" + s).encode()).decode(),
+        lambda s: base64.b64encode(("ab" + s).encode()).decode(),
+        lambda s: base64.urlsafe_b64encode(s.encode()).decode(),
+        lambda s: json.dumps({"api_key": s}),
+        lambda s: f"Authorization: Bearer {s}",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=_noise, after=_noise, shape=_shapes, secret=st.sampled_from(SECRETS))
+def test_a_secret_in_any_shape_and_surroundings_is_removed(
+    before: str, after: str, shape: Any, secret: str
+) -> None:
+    out = scrub(before + shape(secret) + after, secrets=SECRETS, limit=100_000)
+    for form in secret_forms(secret):
+        assert form not in out, (form, out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=_noise, after=_noise, echo=st.sampled_from([NAME, EMAIL, ASCII_EMAIL, DOC, ADDRESS]))
+def test_an_echo_in_any_surroundings_is_removed(before: str, after: str, echo: str) -> None:
+    out = scrub(f"{before} {echo} {after}", echoes=ECHOES, limit=100_000)
+    assert echo.casefold() not in out.casefold(), out
+    assert not UNPRINTABLE.search(out) and len(out) <= 3 * MAX_SCAN
