@@ -25,9 +25,9 @@ from schemas.result import ResultError
 from schemas.statuses import Status
 from worker import ledger, metrics, retention
 from worker.heartbeat import Heartbeat
-from worker.outages import error_label, is_outage, where
 from worker.results import dead_letter, publish_result, result_from_row
 from worker.settings import AccountConfig, Settings
+from worker.transient import error_label, is_transient, where
 from worker.validation import Accepted, Rejected, validate_entry
 
 log = logging.getLogger("ticketrelay.intake")
@@ -36,7 +36,7 @@ Enqueue = Callable[[str], None]
 EnqueueMany = Callable[[list[str]], None]
 
 # What the run loop waits out (with a backoff) when it escapes a read. Which errors escape is
-# decided per entry by worker.outages.is_outage: an outage leaves the read pending, a refusal
+# decided per entry by worker.transient.is_transient: an outage leaves the read pending, a refusal
 # of one entry's data dead-letters that entry. BrokerError: Celery's send_task wraps a refused
 # or lost broker connection in kombu's OperationalError, neither a redis error nor an OSError.
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, SQLAlchemyError, OSError, BrokerError)
@@ -98,7 +98,7 @@ class Intake:
         try:
             created = ledger.create_queued(self.engine, ok.booking())
         except Exception as exc:
-            if is_outage(exc):
+            if is_transient(exc):
                 raise
             return self._unstorable(entry_id, fields, ok, exc)
         if not created:
@@ -136,7 +136,7 @@ class Intake:
             try:
                 return ledger.create_rejected(self.engine, candidate, error)
             except Exception as exc:
-                if is_outage(exc):
+                if is_transient(exc):
                     raise
                 log.warning(
                     "the database refused a rejected row",
@@ -315,7 +315,7 @@ class Intake:
             try:
                 created = ledger.create_queued_many(self.engine, list(bookings.values()))
             except Exception as exc:
-                if is_outage(exc):
+                if is_transient(exc):
                     self._own_pending = True
                     raise
                 # Not an outage: the database refuses something in this read (and will again).
@@ -341,7 +341,7 @@ class Intake:
                     # their rows queued, enqueued again (keys are ours: nothing to blame on
                     # an entry, so any failure here is waited out).
                     self._own_pending = True
-                    if is_outage(exc):
+                    if is_transient(exc):
                         raise
                     log.error("enqueue failed", extra={"event": "enqueue_failed", "error": error_label(exc)})
                     raise
@@ -367,7 +367,7 @@ class Intake:
         try:
             return step()
         except Exception as exc:
-            if is_outage(exc):
+            if is_transient(exc):
                 self._own_pending = True
                 raise
             # Type and place only: the message of a driver error quotes the entry's data.
@@ -391,7 +391,7 @@ class Intake:
                     self.settings.dead_maxlen,
                 )
             except Exception as dead_exc:
-                if is_outage(dead_exc):
+                if is_transient(dead_exc):
                     self._own_pending = True
                     raise
                 # Even the dead letter fails on this entry: acknowledge it anyway (it stays

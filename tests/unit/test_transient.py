@@ -11,7 +11,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from psycopg import errors as pg
 from sqlalchemy import exc as sa
 
-from worker.outages import error_label, is_outage
+from worker.transient import error_label, is_transient
 
 
 def wrapped(cls: type[sa.DBAPIError], orig: Exception, invalidated: bool = False) -> sa.DBAPIError:
@@ -41,7 +41,7 @@ def wrapped(cls: type[sa.DBAPIError], orig: Exception, invalidated: bool = False
     ids=lambda e: f"{type(e).__name__}-{type(getattr(e, 'orig', e)).__name__}",
 )
 def test_outages_are_waited_out(error: BaseException) -> None:
-    assert is_outage(error)
+    assert is_transient(error)
 
 
 @pytest.mark.parametrize(
@@ -64,7 +64,7 @@ def test_outages_are_waited_out(error: BaseException) -> None:
     ids=lambda e: f"{type(e).__name__}-{type(getattr(e, 'orig', e)).__name__}",
 )
 def test_refusals_of_the_data_are_not_outages(error: BaseException) -> None:
-    assert not is_outage(error)
+    assert not is_transient(error)
 
 
 def test_the_label_names_the_type_and_sqlstate_never_the_message() -> None:

@@ -44,7 +44,7 @@ def _from_sqlite(exc: sa.DBAPIError) -> bool:
     return type(exc.orig).__module__.startswith("sqlite3")
 
 
-def is_outage(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
     """True when the same step may well succeed later; False when it is this data's fault."""
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError | BrokerError):
         return True
