@@ -11,23 +11,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from worker import redis_clients
 from worker.logs import setup_logging
 from worker.ops.reissue_cli import add_arguments as reissue_args
+from worker.redis_clients import Purpose
 from worker.settings import get_accounts, get_settings
 
 
-def _redis() -> Any:
-    import redis
-
-    # Timeouts: a silent connection (a host gone without a reset) must raise, not hang the
-    # intake forever; the read timeout stays well above the intake's blocking read.
-    return redis.Redis.from_url(
-        get_settings().redis_url,
-        socket_timeout=30,
-        socket_connect_timeout=5,
-        socket_keepalive=True,
-        health_check_interval=15,
-    )
+def _redis(purpose: Purpose = "ops") -> Any:
+    return redis_clients.client(purpose, get_settings())
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
@@ -63,7 +55,7 @@ def cmd_intake(_args: argparse.Namespace) -> int:
     setup_logging()
     settings = get_settings()
     accounts = get_accounts(settings)
-    intake = Intake(_redis(), get_engine(), settings, accounts, enqueue_issue, enqueue_issue_many)
+    intake = Intake(_redis("intake"), get_engine(), settings, accounts, enqueue_issue, enqueue_issue_many)
     intake.run(_stop_on_signals())
     return 0
 
@@ -166,7 +158,7 @@ def _format_reply(reply: Any, indent: int = 0) -> str:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from worker.ops.metrics_server import main as metrics_main
+    from worker.ops.metrics.server import main as metrics_main
 
     return metrics_main(args.metrics_args)
 

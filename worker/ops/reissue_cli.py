@@ -50,13 +50,12 @@ def _bar(p: Progress, width: int = 28) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from worker import redis_clients
     from worker.app import enqueue_issue, enqueue_issue_many
     from worker.db import get_engine
-    from worker.runtime import deps
     from worker.settings import get_accounts, get_settings
 
     settings = get_settings()
-    d = deps()
     selection = Selection(
         provider=args.provider,
         account=args.account,
@@ -74,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     r = Run(
         get_engine(),
-        d.redis,
+        # A run feeds for hours: the worker's client, which rides out a Redis restart.
+        redis_clients.client("worker", settings),
         settings,
         lambda key: enqueue_issue(key, bulk=True),
         run_id=args.resume,
