@@ -13,9 +13,10 @@ from typing import Any
 
 from worker import redis_clients
 from worker.logs import setup_logging
+from worker.ops import errors
 from worker.ops.reissue_cli import add_arguments as reissue_args
 from worker.redis_clients import Purpose
-from worker.settings import get_accounts, get_settings
+from worker.settings import Settings, get_accounts, get_settings
 
 
 def _redis(purpose: Purpose = "ops") -> Any:
@@ -132,11 +133,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from worker.ops.status import collect, render
+    from worker.ops.status import collect, redis_unreachable, render
 
-    data = collect(get_settings())
+    settings = get_settings()
+    data = collect(settings)
     print(json.dumps(data, indent=2, default=str) if args.json else render(data))
-    return 0
+    if redis_unreachable(data):
+        where = errors.redis_url_for_humans(settings.redis_url)
+        print(f"ticketrelay status: Redis unreachable at {where}", file=sys.stderr)
+        return errors.UNREACHABLE
+    return errors.OK
 
 
 def cmd_redis_cli(args: argparse.Namespace) -> int:
@@ -190,7 +196,12 @@ def cmd_demo(_args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ticketrelay", description="Relay bookings to ticket providers.")
+    p = argparse.ArgumentParser(
+        prog="ticketrelay",
+        description="Relay bookings to ticket providers.",
+        epilog=errors.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
     sub.add_parser("intake", help="consume the bookings stream").set_defaults(fn=cmd_intake)
@@ -237,7 +248,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.fn(args) or 0)
+    try:
+        return int(args.fn(args) or 0)
+    except KeyboardInterrupt:
+        print(f"ticketrelay {args.command}: interrupted", file=sys.stderr)
+        return errors.STOPPED
+    except Exception as exc:
+        # One line naming the problem, for what an operator can fix (a store down, a missing
+        # file, a database not migrated); anything else is a bug and keeps its traceback.
+        problem = errors.describe(exc, _settings_or_none())
+        if problem is None:
+            raise
+        print(f"ticketrelay {args.command}: {problem.message}", file=sys.stderr)
+        return problem.code
+
+
+def _settings_or_none() -> Settings | None:
+    try:
+        return get_settings()
+    except ValueError:  # the settings themselves are what failed
+        return None
 
 
 if __name__ == "__main__":
