@@ -31,7 +31,7 @@ from worker.db import make_engine
 from worker.devtools.sandbox.core import Sandbox
 from worker.devtools.supervisor import child_env
 from worker.intake import Intake
-from worker.ops.metrics_server import MetricsServer
+from worker.ops.metrics import MetricsServer
 from worker.providers import build_client
 from worker.providers.base import Outcome, OutcomeKind
 from worker.settings import AccountConfig, Settings, sandbox_accounts

@@ -288,7 +288,7 @@ def test_selection_spec_and_schedule() -> None:
 def test_a_running_run_shows_in_status_and_metrics(h: Harness, redis_url: str, sqlite_url: str) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from worker.ops.metrics_server import MetricsServer
+    from worker.ops.metrics import MetricsServer
     from worker.ops.status import collect
 
     h.sandbox.set_faults("eguma", fail_next=[{"status": 503}] * 6)
