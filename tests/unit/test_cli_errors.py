@@ -139,4 +139,6 @@ def test_passwords_are_hidden_in_every_message() -> None:
     assert problem is not None and problem.code == errors.UNREACHABLE
     assert PASSWORD not in problem.message and "redis://user:***@cache:6380/1" in problem.message
     assert errors.redis_url_for_humans("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    refused = errors.describe(redis.ResponseError("unknown command 'FROB'"), s)
+    assert refused == errors.Problem(errors.FAILED, "Redis refused the command: unknown command 'FROB'")
     assert errors.describe(RuntimeError("a bug"), s) is None  # a bug keeps its traceback

@@ -104,6 +104,8 @@ def _describe(exc: BaseException, settings: Settings | None) -> Problem | None:
         return Problem(
             UNREACHABLE, f"Redis unreachable{redis_at}: {_first_line(str(exc)) or type(exc).__name__}"
         )
+    if isinstance(exc, redis.ResponseError):  # Redis answered, and refused the command
+        return Problem(FAILED, f"Redis refused the command: {_first_line(str(exc))}")
     if isinstance(exc, DBAPIError):
         orig = exc.orig
         reason = _first_line(str(orig)) or type(orig).__name__
