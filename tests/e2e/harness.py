@@ -160,6 +160,15 @@ def creations(system: System, provider: str) -> dict[str, int]:
     return truth
 
 
+def creations_of_codes(system: System, provider: str, codes: list[str]) -> list[int]:
+    """How many times the provider created each ticket whose code a result reports, from its
+    ground truth: the code is the provider's (it may differ from the qr_code sent), the count
+    is kept under the identity it was created with."""
+    truth = system.sandbox.ground_truth()[provider]
+    identity = {t["code"]: t["identity"] for t in truth["issued"]}
+    return [truth["creations"].get(identity[c], 0) if c in identity else 0 for c in codes]
+
+
 def run(cmd: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout, check=False

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from schemas.keys import idempotency_key
-from tests.e2e.harness import System, clean_faults, running_system, wait_for
+from tests.e2e.harness import System, clean_faults, creations_of_codes, running_system, wait_for
 from tests.helpers import CUSTOMER_EMAIL, CUSTOMER_NAME, envelope
 
 pytestmark = pytest.mark.slow
@@ -38,7 +38,7 @@ def creation_counts(system: System, env: dict[str, Any], result: dict[str, Any])
         return [truth.get(env["payload"]["bookingId"], 0)]
     if provider == "eguma":
         return [truth.get(result["idempotency_key"], 0)]
-    return [truth.get(t["code"], 0) for t in result["tickets"]]
+    return creations_of_codes(system, provider, [t["code"] for t in result["tickets"]])
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
