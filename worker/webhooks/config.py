@@ -61,6 +61,16 @@ def host_of(url: str) -> str:
         return "?"
 
 
+def origin_of(url: str) -> str:
+    """host:port, the unit a receiver is served by (two ports of one host are two receivers)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return f"{(parts.hostname or '?').lower()}:{port}"
+    except ValueError:
+        return "?"
+
+
 def safe_url(url: str) -> str:
     """scheme://host[:port]/path, without query, fragment or user info: for logs and listings."""
     try:
