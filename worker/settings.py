@@ -120,6 +120,15 @@ class Settings(BaseSettings):
     callback_max_attempts: int = Field(default=20, ge=1)
     callback_max_age_h: float = Field(default=72.0, gt=0)
 
+    @field_validator("callback_lease_s")
+    @classmethod
+    def _lease_outlasts_a_request(cls, value: float, info: Any) -> float:  # pydantic's ValidationInfo
+        # A send starts only while a whole request still fits in the lease (worker/webhooks).
+        request_s = info.data.get("callback_connect_timeout_s", 0) + info.data.get("callback_timeout_s", 0)
+        if value < request_s + 5:
+            raise ValueError("must exceed callback_connect_timeout_s + callback_timeout_s by 5 s at least")
+        return value
+
     @field_validator("reply_to_prefix", "intake_stream", "results_stream", "dead_stream", "metrics_key")
     @classmethod
     def _not_empty(cls, value: str) -> str:

@@ -128,6 +128,8 @@ class Deliverer:
     def run(self) -> Report:
         s = self.settings
         started = time.monotonic()
+        if not outbox.has_due(self.engine):
+            return Report()
         entries = outbox.claim_due(self.engine, s.callback_batch, s.callback_lease_s)
         report = Report(claimed=len(entries))
         if not entries:

@@ -168,6 +168,15 @@ _CLAIM = (
 )
 
 
+_HAS_DUE = select(C.id).where(_due(_NOW)).limit(1)
+
+
+def has_due(engine: Engine, now: datetime | None = None) -> bool:
+    """A read, no lock: the deliverer runs every few seconds, mostly to find nothing."""
+    with engine.connect() as conn:
+        return conn.execute(_HAS_DUE, {"b_now": now or utcnow()}).first() is not None
+
+
 def claim_due(
     engine: Engine, limit: int, lease_s: float, now: datetime | None = None, token: str | None = None
 ) -> list[Entry]:
