@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     callback_timeout_s: float = Field(default=10.0, gt=0)
     callback_lease_s: float = Field(default=60.0, gt=0)
     callback_backoff_base_s: float = Field(default=5.0, gt=0)
-    callback_backoff_cap_s: float = Field(default=3600.0, gt=0)
+    callback_backoff_cap_s: float = Field(default=21600.0, gt=0)
     callback_max_attempts: int = Field(default=20, ge=1)
     callback_max_age_h: float = Field(default=72.0, gt=0)
 
