@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from worker.app import app
 from worker.runtime import deps
-from worker.webhooks.deliver import deliver_due, shared_client
+from worker.webhooks.deliver import deliver_due, purge_delivered, shared_client
 from worker.webhooks.schedule import DELIVER_WEBHOOKS_TASK
 
 
@@ -14,4 +14,5 @@ from worker.webhooks.schedule import DELIVER_WEBHOOKS_TASK
 @app.task(name=DELIVER_WEBHOOKS_TASK, acks_late=False)
 def deliver_webhooks() -> dict[str, int]:
     d = deps()
-    return deliver_due(d.engine, d.settings, d.accounts, shared_client(d.settings)).as_dict()
+    report = deliver_due(d.engine, d.settings, d.accounts, shared_client(d.settings)).as_dict()
+    return {**report, "purged": purge_delivered(d.engine, d.settings)}

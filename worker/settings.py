@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     callback_backoff_cap_s: float = Field(default=21600.0, gt=0)
     callback_max_attempts: int = Field(default=20, ge=1)
     callback_max_age_h: float = Field(default=72.0, gt=0)
+    # Delivered entries (their bodies hold personal data) are deleted after this; 0 keeps them.
+    # Dead ones stay until replayed or purged by an operator.
+    callback_keep_delivered_h: float = Field(default=168.0, ge=0)
 
     @field_validator("callback_lease_s")
     @classmethod

@@ -249,3 +249,23 @@ def test_accounts_file_callback_fields(tmp_path: Path, monkeypatch: pytest.Monke
     assert "24 to 64 bytes" in bad and "c2hvcnQ" not in bad
     assert account_problem(accounts[("eguma", "plain")]) is None
     assert accounts[("eguma", "plain")].callback_url is None
+
+
+def test_delivered_entries_are_purged_after_the_keep_time(sqlite_url: str) -> None:
+    from worker.webhooks.deliver import purge_delivered
+
+    engine = make_engine(sqlite_url)
+    try:
+        queue(engine)
+        queue(engine)
+        old, recent = outbox.claim_due(engine, 2, 60)
+        outbox.mark_delivered(engine, old, 204, now=NOW - timedelta(hours=30))
+        outbox.mark_delivered(engine, recent, 204, now=NOW - timedelta(hours=10))
+        assert purge_delivered(engine, Settings(callback_keep_delivered_h=0), force=True) == 0
+        assert purge_delivered(engine, Settings(callback_keep_delivered_h=24), force=True) == 1
+        assert [e.id for e in outbox.entries(engine, states=("delivered",))] == [recent.id]
+        # At most every ten minutes per process unless forced.
+        assert purge_delivered(engine, Settings(callback_keep_delivered_h=1)) == 0
+        assert purge_delivered(engine, Settings(callback_keep_delivered_h=1), force=True) == 1
+    finally:
+        engine.dispose()

@@ -10,6 +10,7 @@ receiver delays nothing but its own entries.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -240,6 +241,26 @@ class Deliverer:
         if status == 410:
             return _Answer(status, "HTTP 410 Gone: the receiver asked to stop; replay once it is fixed")
         return _Answer(status, f"HTTP {status}", retry_after_s=retry_after)
+
+
+_PURGE_EVERY_S = 600.0
+_last_purge: dict[str, float] = {}
+_purge_lock = threading.Lock()
+
+
+def purge_delivered(engine: Engine, settings: Settings, force: bool = False) -> int:
+    """Delete delivered entries older than callback_keep_delivered_h, at most every ten
+    minutes per process and database (the deliverer runs every few seconds)."""
+    if settings.callback_keep_delivered_h <= 0:
+        return 0
+    with _purge_lock:
+        now = time.monotonic()
+        last = _last_purge.get(str(engine.url))
+        if not force and last is not None and now - last < _PURGE_EVERY_S:
+            return 0
+        _last_purge[str(engine.url)] = now
+    cutoff = utcnow() - timedelta(hours=settings.callback_keep_delivered_h)
+    return outbox.purge(engine, delivered_before=cutoff, dead_before=None)
 
 
 def deliver_due(
