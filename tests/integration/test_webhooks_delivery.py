@@ -195,7 +195,7 @@ def test_a_receiver_that_hangs_delays_only_its_own_entries(
 ) -> None:
     hung = serve(hang_s=30.0)
     fine = serve(answers=[200])
-    s = settings(callback_timeout_s=1.0, callback_backoff_base_s=60.0, callback_backoff_cap_s=60.0)
+    s = settings(callback_timeout_s=2.0, callback_backoff_base_s=60.0, callback_backoff_cap_s=60.0)
     accounts = {
         ("eguma", "default"): account(hung.url()),
         ("eguma", "other"): account(fine.url(), name="other"),
@@ -211,9 +211,9 @@ def test_a_receiver_that_hangs_delays_only_its_own_entries(
     took = time.monotonic() - started
     assert report.delivered == 3 and report.retried == 1 and report.deferred == 2
     # The healthy receiver had all three long before the hung one's timeout.
-    assert len(fine.seen) == 3 and max(x.at for x in fine.seen) - started < 0.9
-    # One timeout for the hung receiver, not one per entry.
-    assert len(hung.seen) == 1 and 1.0 <= took < 2.5
+    assert len(fine.seen) == 3 and max(x.at for x in fine.seen) - started < 1.8
+    # One timeout for the hung receiver, not one per entry (three would take 6 s).
+    assert len(hung.seen) == 1 and 2.0 <= took < 5.0
     by_key = entries(engine)
     assert all(by_key[r.idempotency_key].state == "delivered" for r in healthy)
     states = sorted((by_key[r.idempotency_key].attempts, by_key[r.idempotency_key].last_error) for r in stuck)

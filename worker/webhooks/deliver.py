@@ -198,7 +198,10 @@ class Deliverer:
             )
         else:
             report.retried += 1
-            log.info("webhook not acknowledged", extra={"event": "webhook_retry", "error": error, **ctx})
+            # Not sent at all is a configuration problem for the operator, not a receiver's.
+            level = logging.WARNING if error.startswith("not sent") else logging.INFO
+            extra = {"event": "webhook_retry", "error": error, **ctx}
+            log.log(level, "webhook not acknowledged", extra=extra)
         return answer
 
     def _send(self, entry: Entry) -> _Answer:
