@@ -7,18 +7,21 @@ webhooks work: ledger.mark_callbacks_sent(..., also=...))."""
 from __future__ import annotations
 
 import inspect
+import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import fakeredis
 import httpx
 import pytest
 
-from tests.helpers import accept_booking
+from tests.helpers import accept_booking, envelope
 from worker import issuing, ledger
 from worker.db import make_engine
 from worker.devtools.sandbox.core import Sandbox
+from worker.intake import Intake
 from worker.providers import build_client
 from worker.settings import AccountConfig, SecretStr, Settings, sandbox_accounts
 from worker.webhooks import outbox, signing
@@ -106,3 +109,31 @@ def test_an_issued_result_is_queued_with_its_publish_and_delivered(
     ((headers, body),) = got
     signing.verify(SECRET, headers, body)
     assert body == entry.body and headers["webhook-id"] == outbox.webhook_id_for(key, 1)
+
+
+def test_a_rejected_message_from_intake_is_queued_too(redis_client: Any, settings: Settings) -> None:
+    """Intake publishes `rejected` results itself: those reach the callback URL as well."""
+    accounts = sandbox_accounts("http://sandbox", settings)
+    accounts[("eguma", "default")] = accounts[("eguma", "default")].model_copy(
+        update={"callback_url": "https://hooks.example.com/in", "callback_secret": (SecretStr(SECRET),)}
+    )
+    engine = make_engine(settings.database_url)
+    try:
+        intake = Intake(redis_client, engine, settings, accounts, lambda _key: None)
+        intake.ensure_group()
+        bad = envelope("eguma", "hook-bad")
+        bad["payload"]["items"] = "not a list"
+        redis_client.xadd("ticketrelay:bookings", {"message": json.dumps(bad)})
+        while intake.run_once():
+            pass
+        (entry,) = outbox.entries(engine)
+        result = json.loads(entry.body)
+        assert result["status"] == "rejected" and result["message_id"] == "hook-bad"
+        assert entry.url == "https://hooks.example.com/in"
+        # The same message again republishes the final result: still one entry.
+        redis_client.xadd("ticketrelay:bookings", {"message": json.dumps(bad)})
+        while intake.run_once():
+            pass
+        assert len(outbox.entries(engine)) == 1
+    finally:
+        engine.dispose()
