@@ -209,3 +209,34 @@ def test_429_retry_after(client: httpx.Client, sandbox: Sandbox) -> None:
     outcome = fourvenues.issue(client, make_attempt("fourvenues"))
     assert outcome.kind is OutcomeKind.RETRY and outcome.retry_after_s == 3
     assert outcome.may_have_created is False
+
+
+@pytest.mark.parametrize("sent_qr_code", ["ignored", "becomes_code"])
+@pytest.mark.parametrize("quantity_rule", ["quantity", "tickets", "must_match"])
+@pytest.mark.parametrize("data_shape", ["object", "list", "list_when_many"])
+@pytest.mark.parametrize("create_status", ["200", "201"])
+def test_every_reading_of_the_docs_reports_only_issued_codes_and_never_issues_twice(
+    sandbox: Sandbox, sent_qr_code: str, quantity_rule: str, data_shape: str, create_status: str
+) -> None:
+    sandbox.set_switches(
+        "fourvenues",
+        sent_qr_code=sent_qr_code,
+        quantity_rule=quantity_rule,
+        data_shape=data_shape,
+        create_status=int(create_status),
+    )
+    with httpx.Client(transport=httpx.MockTransport(sandbox.handle)) as client:
+        clean = fourvenues.issue(client, make_attempt("fourvenues", n=1, tickets=2))
+        assert clean.kind is OutcomeKind.ISSUED, clean.error
+        assert len(clean.tickets) == 2
+        sandbox.set_faults("fourvenues", fail_next=[{"kind": "drop_after_create"}])
+        lost = until_final(client, make_attempt("fourvenues", n=2, tickets=2))
+    issued = issued_codes(sandbox)
+    for outcome in (clean, lost):
+        assert all(t.code in issued for t in outcome.tickets)  # never a code of our own making
+    truth = sandbox.ground_truth()["fourvenues"]
+    assert truth["tickets"] == 4  # two bookings of two tickets: nothing issued twice
+    assert truth["routes"]["POST /integrations/tickets/"] == 2
+    # The clean booking taught the rate's event: the lost one is found by code or in its listing.
+    assert lost.kind is OutcomeKind.ISSUED and lost.reconciled, lost.error
+    assert len(lost.tickets) == 2

@@ -150,3 +150,34 @@ def test_in_doubt_with_the_filter_ignored_nothing_is_sent(client: httpx.Client, 
     outcome = channels.issue(client, next_attempt(attempt, True))
     assert outcome.kind is OutcomeKind.NEEDS_REVIEW
     assert sandbox.ground_truth()["fourvenues_channels"]["tickets"] == 1
+
+
+@pytest.mark.parametrize("list_filters", ["ignored", "applied"])
+@pytest.mark.parametrize("duplicate_qr", ["accept", "refuse"])
+@pytest.mark.parametrize("fault", ["drop_after_create", "timeout"])
+def test_every_reading_of_the_docs_never_issues_twice(
+    sandbox: Sandbox, list_filters: str, duplicate_qr: str, fault: str
+) -> None:
+    sandbox.set_switches("fourvenues_channels", list_filters=list_filters, duplicate_qr=duplicate_qr)
+    with httpx.Client(transport=httpx.MockTransport(sandbox.handle)) as client:
+        assert channels.issue(client, make_attempt("fourvenues_channels", n=1)).kind is OutcomeKind.ISSUED
+        sandbox.set_faults("fourvenues_channels", fail_next=[{"kind": fault}])
+        attempt = make_attempt("fourvenues_channels", n=2, tickets=2)
+        outcome = channels.issue(client, attempt)
+        for _ in range(6):
+            if outcome.kind is not OutcomeKind.RETRY:
+                break
+            attempt = next_attempt(attempt, outcome.may_have_created)
+            outcome = channels.issue(client, attempt)
+    truth = sandbox.ground_truth()["fourvenues_channels"]
+    issued = {t["code"] for t in truth["issued"]}
+    assert all(t.code in issued for t in outcome.tickets)
+    assert set(truth["creations"].values()) == {1}
+    created = fault == "drop_after_create"
+    assert truth["tickets"] == (3 if created or outcome.kind is OutcomeKind.ISSUED else 1)
+    if created:  # the tickets carry our codes: found in any listing
+        assert outcome.kind is OutcomeKind.ISSUED and outcome.reconciled
+    elif list_filters == "applied":  # absence proven through a code the channel has
+        assert outcome.kind is OutcomeKind.ISSUED and not outcome.reconciled
+    else:
+        assert outcome.kind is OutcomeKind.NEEDS_REVIEW
