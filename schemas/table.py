@@ -52,6 +52,15 @@ class TicketIssuance(SQLModel, table=True):
     # each drive gets the account's full attempt budget, `attempts` keeps counting every call.
     reissue_run: str | None = Field(default=None, max_length=64, index=True)
     attempts_base: int = Field(default=0, nullable=False, sa_column_kwargs={"server_default": "0"})
+    # When the first provider call of this key was made (set by the claim that counts it):
+    # e-guma forgets an Idempotency-Key 72 hours after its first use.
+    first_attempt_at: datetime | None = None
+    # Fourvenues: the qr_code sent for each ticket the producer sent without one (None where
+    # the producer gave one), random and stored by that same first claim, so every attempt and
+    # every worker sends exactly these (worker/providers/codes.py).
+    qr_codes: list[str | None] | None = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True), nullable=True)
+    )
 
 
 class ReissueRun(SQLModel, table=True):

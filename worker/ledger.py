@@ -179,8 +179,25 @@ def claimable(row: TicketIssuance, now: datetime, early_s: float = 1.0) -> str |
 
 # The hot statements are built once, with bound parameters: building an UPDATE with its
 # WHERE clause per call cost more CPU than executing it (profiled: 0.7 ms per booking).
-def _claim_stmt(owner_is_none: bool) -> Any:
+def _claim_stmt(owner_is_none: bool, with_codes: bool) -> Any:
     owner_match = C.lease_owner.is_(None) if owner_is_none else C.lease_owner == bindparam("b_owner")
+    values: dict[Any, Any] = {
+        "status": Status.IN_PROGRESS.value,
+        "attempts": C.attempts + 1,
+        "lease_owner": bindparam("b_token"),
+        "lease_until": bindparam("b_lease_until"),
+        # A claim taken over from an in_progress row means the last call never reported:
+        # it may have created tickets.
+        "in_doubt": or_(C.in_doubt, C.status == Status.IN_PROGRESS.value),
+        "updated_at": bindparam("b_now"),
+        # The first claim dates the key's first provider call (e-guma keys expire after 72 h).
+        "first_attempt_at": func.coalesce(C.first_attempt_at, bindparam("b_now")),
+    }
+    if with_codes:
+        # Only for a claim of attempts == 0 (the WHERE pins the attempts read): the codes are
+        # stored by the same statement that counts the first call, so whoever wins the claim
+        # sends exactly the codes stored, and no later claim replaces them.
+        values["qr_codes"] = func.coalesce(C.qr_codes, bindparam("b_codes", type_=C.qr_codes.type))
     return (
         update(T)
         .where(
@@ -190,27 +207,29 @@ def _claim_stmt(owner_is_none: bool) -> Any:
             C.attempts == bindparam("b_attempts"),
             owner_match,
         )
-        .values(
-            status=Status.IN_PROGRESS.value,
-            attempts=C.attempts + 1,
-            lease_owner=bindparam("b_token"),
-            lease_until=bindparam("b_lease_until"),
-            # A claim taken over from an in_progress row means the last call never reported:
-            # it may have created tickets.
-            in_doubt=or_(C.in_doubt, C.status == Status.IN_PROGRESS.value),
-            updated_at=bindparam("b_now"),
-        )
+        .values(values)
     )
 
 
-_CLAIM = {True: _claim_stmt(True), False: _claim_stmt(False)}
+_CLAIM = {(owner, codes): _claim_stmt(owner, codes) for owner in (True, False) for codes in (True, False)}
 
 
-def claim(engine: Engine, row: TicketIssuance, token: str, lease_s: float) -> bool:
+def claim(
+    engine: Engine,
+    row: TicketIssuance,
+    token: str,
+    lease_s: float,
+    qr_codes: list[str | None] | None = None,
+) -> bool:
     """Compare-and-set on the row as we read it: of two workers holding the same row, only one
-    wins. The attempt is counted before the call, so a crash mid-call still counts."""
+    wins. The attempt is counted before the call, so a crash mid-call still counts.
+
+    `qr_codes` (a row's first claim only, attempts == 0) are stored with it; a row that has
+    already made a call never gets new codes."""
+    if qr_codes is not None and row.attempts != 0:
+        raise ValueError("codes are stored only by a row's first claim")
     now = utcnow()
-    params = {
+    params: dict[str, Any] = {
         "b_key": row.idempotency_key,
         "b_status": row.status,
         "b_attempts": row.attempts,
@@ -221,8 +240,10 @@ def claim(engine: Engine, row: TicketIssuance, token: str, lease_s: float) -> bo
     }
     if row.lease_owner is None:
         del params["b_owner"]
+    if qr_codes is not None:
+        params["b_codes"] = qr_codes
     with writing(engine) as conn:
-        return conn.execute(_CLAIM[row.lease_owner is None], params).rowcount == 1
+        return conn.execute(_CLAIM[(row.lease_owner is None, qr_codes is not None)], params).rowcount == 1
 
 
 @lru_cache(maxsize=64)
@@ -293,9 +314,23 @@ def record_issued(
 
 
 def record_final_error(
-    engine: Engine, key: str, token: str | None, status: Status, error: ResultError, in_doubt: bool
+    engine: Engine,
+    key: str,
+    token: str | None,
+    status: Status,
+    error: ResultError,
+    in_doubt: bool,
+    tickets: list[Ticket] | None = None,
+    provider_reference: str | None = None,
 ) -> TicketIssuance | None:
-    return _finish(engine, key, token, {"status": status.value, "in_doubt": in_doubt, **_error_values(error)})
+    """A final status with an error. `tickets` and `provider_reference`: what the provider did
+    confirm of a booking that still needs review (the operator's starting point)."""
+    values: dict[str, Any] = {"status": status.value, "in_doubt": in_doubt, **_error_values(error)}
+    if tickets:
+        values["tickets"] = [t.model_dump() for t in tickets]
+    if provider_reference is not None:
+        values["provider_reference"] = provider_reference
+    return _finish(engine, key, token, values)
 
 
 def record_retry(
