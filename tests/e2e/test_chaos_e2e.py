@@ -39,6 +39,7 @@ from worker.devtools.sandbox.switches import SWITCHES
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 PROVIDERS = ("remypass", "fourvenues", "fourvenues_channels", "eguma")
 N = int(os.environ.get("CHAOS_BOOKINGS", "5000"))
+MIN_UPTIME_S = 6.0
 
 
 class ResultReader(threading.Thread):
@@ -134,6 +135,21 @@ def judge_from_truth(
     return duplicates, problems
 
 
+def progress(system: System) -> str:
+    """Rows per status, and the unfinished ones by status and attempts (for a run that did
+    not drain in time)."""
+    with system.engine.connect() as conn:
+        by_status: dict[str, int] = dict(
+            conn.execute(select(ledger.C.status, func.count()).group_by(ledger.C.status)).all()
+        )
+        stuck = conn.execute(
+            select(ledger.C.provider, ledger.C.status, ledger.C.attempts, func.count())
+            .where(ledger.C.status.not_in(list(FINAL_STATUSES)))
+            .group_by(ledger.C.provider, ledger.C.status, ledger.C.attempts)
+        ).all()
+    return f"statuses={by_status} unfinished (provider, status, attempts, rows)={[tuple(r) for r in stuck]}"
+
+
 def own_host(name: str) -> list[str]:
     """Run behind `unshare --uts`: the process gets a real host name of its own (root only)."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
@@ -186,12 +202,18 @@ def test_chaos(tmp_path: Path, chaos_db: str) -> None:
             system.sup.start(f"worker-{h}", ["worker", "-n", f"w@host-{h}"], env, own_host(f"host-{h}"))
         system.sup.start("beat", ["beat"], system.env)
 
+        started_at = {name: time.monotonic() for name in ("worker-a", "worker-b")}
+
         def killer() -> None:
             # SIGKILL a worker (its whole process group) every 2-4 s for the whole run, and
-            # start it again, as a crashing deployment would.
+            # start it again, as a crashing deployment would. A worker is killed only once it
+            # has run MIN_UPTIME_S: on a loaded machine a worker takes seconds to start, and
+            # killing it sooner would stop all work instead of interrupting calls.
             nonlocal kills
             while not killer_stop.wait(rng.uniform(2, 4)):
                 victim = rng.choice(["worker-a", "worker-b"])
+                if time.monotonic() - started_at[victim] < MIN_UPTIME_S:
+                    continue
                 proc = system.sup.procs[victim]
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGKILL)
@@ -199,6 +221,7 @@ def test_chaos(tmp_path: Path, chaos_db: str) -> None:
                     kills += 1
                 h = victim[-1]
                 system.sup.start(victim, ["worker", "-n", f"w@host-{h}"], hosts[h], own_host(f"host-{h}"))
+                started_at[victim] = time.monotonic()
 
         killing.start()
         envs = [envelope(PROVIDERS[i % 4], f"chaos-{i}") for i in range(N)]
@@ -228,7 +251,11 @@ def test_chaos(tmp_path: Path, chaos_db: str) -> None:
                 ).scalar_one()
             return unfinished == 0
 
-        wait_for(final, 900, "every booking final")
+        try:
+            wait_for(final, 900, "every booking final")
+        except AssertionError:
+            print(f"\nnot drained: {progress(system)} worker kills={kills}")
+            raise
         killer_stop.set()
         killing.join(60)
         wait_for(lambda: len(reader.seen) >= N, 120, "a result for every message")
