@@ -254,7 +254,13 @@ def test_chaos(tmp_path: Path, chaos_db: str) -> None:
         try:
             wait_for(final, 900, "every booking final")
         except AssertionError:
-            print(f"\nnot drained: {progress(system)} worker kills={kills}")
+            # The verdict so far, on the rows that are final (a loaded machine drains slowly).
+            done = {r.message_id: r for r in system.rows_for_all() if r.status in FINAL_STATUSES}
+            duplicates, problems = judge_from_truth(envs, done, system.sandbox.ground_truth())
+            print(
+                f"\nnot drained: {progress(system)} worker kills={kills}; among the {len(done)} "
+                f"final rows: duplicates={duplicates} problems={problems[:20]}"
+            )
             raise
         killer_stop.set()
         killing.join(60)
