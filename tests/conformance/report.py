@@ -39,6 +39,7 @@ LABELS = {
 
 def run_all() -> dict[str, list[tuple[list[str], list[Run]]]]:
     """Per provider: (the combination's values, its runs in CASES order)."""
+    previous = logging.root.manager.disable
     logging.disable(logging.CRITICAL)  # the issue path logs every call
     out: dict[str, list[tuple[list[str], list[Run]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,7 +58,7 @@ def run_all() -> dict[str, list[tuple[list[str], list[Run]]]]:
                 out[provider] = rows
         finally:
             engine.dispose()
-            logging.disable(logging.NOTSET)
+            logging.disable(previous)
     return out
 
 
