@@ -620,3 +620,125 @@ def oldest_unfinished(groups: list[BookingGroup]) -> datetime | None:
     """created_at of the oldest booking not final yet, from booking_groups()."""
     found = [g.oldest_created_at for g in groups if g.status in ACTIVE_STATUSES and g.oldest_created_at]
     return min(found) if found else None
+
+
+# =============================================================================================
+# Retention and erasure of personal data (worker/retention.py, tasks/retention.py,
+# worker/ops/purge.py, docs/data-protection.md). A row's dependents (its webhook outbox
+# entries and, where that table exists, its attempt history) go in the same transaction.
+# Imports here, not at the top, so that this block merges as one piece.
+# =============================================================================================
+
+from sqlalchemy import inspect as sa_inspect  # noqa: E402
+from sqlalchemy import null as sa_null  # noqa: E402
+from sqlalchemy import text as sa_text  # noqa: E402
+
+from schemas.table import WebhookOutbox  # noqa: E402
+
+ATTEMPTS_TABLE = "ticket_attempts"
+_OUTBOX = WebhookOutbox.__table__  # type: ignore[attr-defined]
+_FINAL = C.status.in_(list(FINAL_STATUSES))
+
+
+def _old_final(completed_before: datetime) -> Any:
+    return and_(_FINAL, C.completed_at < completed_before)
+
+
+def _delete_dependents(conn: Connection, keys: list[str]) -> dict[str, int]:
+    """Delete the outbox entries and attempt rows of `keys`; how many of each went. The
+    attempts table may not exist (yet): looked up, not assumed."""
+    if not keys:
+        return {"outbox": 0, "attempts": 0}
+    outbox = conn.execute(_OUTBOX.delete().where(_OUTBOX.c.idempotency_key.in_(keys))).rowcount
+    attempts = 0
+    if sa_inspect(conn).has_table(ATTEMPTS_TABLE):
+        stmt = sa_text(f"DELETE FROM {ATTEMPTS_TABLE} WHERE idempotency_key IN :keys").bindparams(
+            bindparam("keys", expanding=True)
+        )
+        attempts = conn.execute(stmt, {"keys": keys}).rowcount
+    return {"outbox": int(outbox or 0), "attempts": int(attempts or 0)}
+
+
+def _locked_keys(conn: Connection, cond: Any, limit: int) -> list[str]:
+    # FOR UPDATE SKIP LOCKED on PostgreSQL: a row a worker or a re-issuance holds right now is
+    # left for the next batch, and nothing changes the selected rows before we do. SQLite
+    # ignores it (its write transaction already excludes every other writer).
+    stmt = select(C.idempotency_key).where(cond).order_by(C.id).limit(limit)
+    return list(conn.execute(stmt.with_for_update(skip_locked=True)).scalars())
+
+
+def drop_old_payloads(engine: Engine, completed_before: datetime, limit: int) -> int:
+    """Set the payload of up to `limit` rows final before `completed_before` to SQL NULL;
+    how many changed. payload_sha256 stays (a resend is still recognised as one); such a row
+    can no longer be re-driven, having nothing to send."""
+    with writing(engine) as conn:
+        cond = and_(_old_final(completed_before), C.payload.is_not(None))
+        keys = _locked_keys(conn, cond, limit)
+        if not keys:
+            return 0
+        return int(
+            conn.execute(update(T).where(C.idempotency_key.in_(keys)).values(payload=sa_null())).rowcount
+        )
+
+
+def delete_old_rows(engine: Engine, completed_before: datetime, limit: int) -> dict[str, int]:
+    """Delete up to `limit` rows final before `completed_before`, with their dependents."""
+    with writing(engine) as conn:
+        keys = _locked_keys(conn, _old_final(completed_before), limit)
+        gone = _delete_dependents(conn, keys)
+        rows = conn.execute(T.delete().where(C.idempotency_key.in_(keys))).rowcount if keys else 0
+    return {"rows": int(rows or 0), **gone}
+
+
+def rows_for_message(
+    engine: Engine, message_id: str, provider: str | None = None, account: str | None = None
+) -> list[TicketIssuance]:
+    """Every row (all generations, every provider and account unless narrowed) of a message."""
+    conds = [C.message_id == message_id]
+    if provider:
+        conds.append(C.provider == provider)
+    if account:
+        conds.append(C.account == account)
+    with engine.connect() as conn:
+        rows = conn.execute(select(T).where(and_(*conds)).order_by(C.id)).mappings()
+        return [as_row(r) for r in rows]
+
+
+def erase_rows(engine: Engine, keys: list[str], delete_rows: bool) -> dict[str, int]:
+    """A person's deletion request, for final rows only (a row still being issued needs its
+    payload). Either delete the rows, or keep each as a tombstone without personal data:
+    status, key, message_id, payload_sha256 and provider_reference stay, so a resend of the
+    message is still answered from the row instead of issuing a second ticket."""
+    if not keys:
+        return {"rows": 0, "outbox": 0, "attempts": 0}
+    with writing(engine) as conn:
+        gone = _delete_dependents(conn, keys)
+        where_ = and_(C.idempotency_key.in_(keys), _FINAL)
+        if delete_rows:
+            rows = conn.execute(T.delete().where(where_)).rowcount
+        else:
+            rows = conn.execute(
+                update(T)
+                .where(where_)
+                .values(payload=sa_null(), tickets=[], qr_codes=sa_null(), message_metadata={})
+            ).rowcount
+    return {"rows": int(rows or 0), **gone}
+
+
+def count_without_payload(engine: Engine, f: RowFilter) -> int:
+    """Rows of a re-issuance selection whose payload is gone (they cannot be re-driven)."""
+    with engine.connect() as conn:
+        stmt = select(func.count()).select_from(T).where(_filter_cond(f), C.payload.is_(None))
+        return int(conn.execute(stmt).scalar_one())
+
+
+def restore_payload(engine: Engine, key: str, payload: dict[str, Any], payload_sha256: str) -> bool:
+    """Give a row whose payload was dropped its payload back, from a re-imported envelope of
+    the same message: only when the row has none and the hashes agree (the same payload)."""
+    with writing(engine) as conn:
+        changed = conn.execute(
+            update(T)
+            .where(C.idempotency_key == key, C.payload.is_(None), C.payload_sha256 == payload_sha256)
+            .values(payload=payload)
+        ).rowcount
+    return bool(changed)

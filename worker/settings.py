@@ -123,6 +123,28 @@ class Settings(BaseSettings):
     # Dead ones stay until replayed or purged by an operator.
     callback_keep_delivered_h: float = Field(default=168.0, ge=0)
 
+    # --- Retention of personal data and entry sizes (docs/data-protection.md) --------------
+    # A final row's payload (the customer's personal data) is set to NULL this many days after
+    # completed_at; payload_sha256 stays, so a resend is still recognised. 0 keeps payloads.
+    payload_retention_days: float = Field(default=30.0, ge=0)
+    # Final rows are deleted (with their attempts and webhook outbox entries) this many days
+    # after completed_at. 0 (the default) keeps rows: they are the record of what was issued.
+    row_retention_days: float = Field(default=0.0, ge=0)
+    # Entries older than this leave the dead-letter and results streams (besides the MAXLEN
+    # caps above). Dead letters hold whole rejected messages; results hold ticket codes.
+    dead_max_age_days: float = Field(default=30.0, ge=0)
+    results_max_age_days: float = Field(default=7.0, ge=0)
+    # Beat runs the retention task this often (0: not scheduled), each statement touching at
+    # most retention_batch rows, and at most retention_max_batches of them per run.
+    retention_interval_s: float = Field(default=600.0, ge=0)
+    retention_batch: int = Field(default=500, ge=1, le=10_000)
+    retention_max_batches: int = Field(default=20, ge=1)
+    # What one intake read may hold: entries are taken until their fields add up to this
+    # (always at least one). An entry above max_message_bytes + intake_entry_slack_bytes is
+    # dead-lettered from its sizes and first bytes, its body never leaves Redis.
+    intake_read_budget_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
+    intake_entry_slack_bytes: int = Field(default=16 * 1024, ge=0)
+
     @field_validator("callback_lease_s")
     @classmethod
     def _lease_outlasts_a_request(cls, value: float, info: Any) -> float:  # pydantic's ValidationInfo
