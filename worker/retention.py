@@ -32,7 +32,7 @@ DAY_MS = 86_400_000
 StreamId = tuple[int, int]
 
 
-def _parse_id(value: Any) -> StreamId:
+def parse_id(value: Any) -> StreamId:
     text = value.decode() if isinstance(value, bytes) else str(value)
     ms, _, seq = text.partition("-")
     return int(ms), int(seq or 0)
@@ -56,13 +56,13 @@ def safe_floor(client: redis.Redis, stream: str) -> StreamId | None:
         return None
     floor: StreamId | None = None
     for group in groups:
-        candidates = [_parse_id(_field(group, "last-delivered-id"))]
+        candidates = [parse_id(_field(group, "last-delivered-id"))]
         if int(_field(group, "pending") or 0) > 0:
             # Delivered but unacknowledged entries lie below last-delivered-id: the oldest of
             # them must survive, or a crashed consumer's entries are lost before reclaim.
             summary: dict[Any, Any] = client.xpending(stream, _field(group, "name"))
             if summary.get("min") is not None:
-                candidates.append(_parse_id(summary["min"]))
+                candidates.append(parse_id(summary["min"]))
         low = min(candidates)
         floor = low if floor is None else min(floor, low)
     return floor
