@@ -6,11 +6,11 @@ bytes, malformed JSON, non-object JSON and entries without a `message` field) is
 intake stream and drained with Intake.run_once. Whatever the batch: intake never raises, every
 entry is acknowledged and answered (a ledger row plus one enqueued key, or one dead letter that
 keeps the entry untouched, or for an entry over the size limit its sizes only), and every
-rejected entry whose message_id can be read gets a
-`rejected` row and result. A second message under an accepted message_id with another payload
-is refused ("different payload") and changes nothing. NUL bytes, lone surrogates and control
-characters go into every string and every key (reply_to, message_id, metadata, payload): no
-reason, dead letter or result repeats them, and no Redis key is made of them.
+rejected entry whose message_id can be read gets a `rejected` row and result. A second message
+under an accepted message_id with another payload is refused ("different payload") and changes
+nothing. NUL bytes, lone surrogates and control characters go into every string and every key
+(reply_to, message_id, metadata, payload): no reason, dead letter or result repeats them, and no
+Redis key is made of them.
 """
 
 from __future__ import annotations

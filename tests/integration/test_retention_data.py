@@ -233,3 +233,19 @@ def test_count_without_payload_counts_only_the_selection(engine: Engine) -> None
     ledger.drop_old_payloads(engine, later(1), 10)
     assert ledger.count_without_payload(engine, ledger.RowFilter(statuses=("failed",))) == 1
     assert ledger.count_without_payload(engine, ledger.RowFilter(statuses=("issued",))) == 0
+
+
+def test_the_retention_task_is_registered_and_returns_counts_only() -> None:
+    import tasks  # noqa: F401  (registers the tasks on the app)
+    from worker.app import app
+
+    assert RETENTION_TASK in app.tasks
+    report = retention.RetentionReport(payloads_dropped=2, rows_deleted=1)
+    assert report.as_dict() == {
+        "payloads_dropped": 2,
+        "rows_deleted": 1,
+        "outbox_deleted": 0,
+        "attempts_deleted": 0,
+        "dead_trimmed": 0,
+        "results_trimmed": 0,
+    }
