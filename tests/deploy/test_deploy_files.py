@@ -486,18 +486,26 @@ def test_dockerfile_builds_a_non_root_image_with_the_repository_on_pythonpath() 
     assert env.get("TICKETRELAY_STATE_DIR"), "the probes need a writable state dir"
 
 
-def test_dockerfile_installs_the_dependencies_before_the_code_and_stamps_them() -> None:
+def test_dockerfile_installs_the_runtime_lock_before_the_code_and_never_at_start() -> None:
     instrs = dockerfile()
     copies = [(n, rest.split()) for n, (i, rest) in enumerate(instrs) if i == "COPY"]
     runs = [(n, rest) for n, (i, rest) in enumerate(instrs) if i == "RUN"]
-    (install_at, install) = next((n, r) for n, r in runs if "scripts/bootstrap" in r)
-    # Production dependencies only; bootstrap writes the stamp it will check at start-up.
-    assert "TICKETRELAY_REQUIREMENTS=/app/requirements.txt" in install
+    (install_at, _) = next((n, r) for n, r in runs if "scripts/bootstrap" in r)
+    # The environment in force at the install: the runtime lock (no dev tools), into /app/.venv.
+    env_then: dict[str, str] = {}
+    for n, (instr, rest) in enumerate(instrs):
+        if instr == "ENV" and n < install_at:
+            env_then.update(dict(t.partition("=")[::2] for t in shlex.split(rest)))
+    assert env_then.get("TICKETRELAY_REQUIREMENTS") == "/app/requirements.txt"
+    assert env_then.get("TICKETRELAY_VENV") == "/app/.venv"
+    assert env_then.get("TICKETRELAY_NO_INSTALL") != "1", "the build step itself must install"
     before = {src for n, args in copies if n < install_at for src in args[:-1]}
-    # bootstrap hashes both requirements files for its stamp: both must be in the image.
-    assert {"requirements.txt", "requirements-dev.txt", "scripts/bootstrap"} <= before
+    assert {"requirements.txt", "scripts/bootstrap"} <= before
+    assert not any("requirements-dev" in src for _, args in copies for src in args), "dev tools in the image"
     code = [n for n, args in copies if any(s in ("worker", "tasks", "schemas") for s in args[:-1])]
     assert code and min(code) > install_at, "copy the code after installing the dependencies (layer cache)"
+    # At run time ./ticketrelay runs bootstrap, which must check, never install.
+    assert dockerfile_env().get("TICKETRELAY_NO_INSTALL") == "1"
 
 
 def test_dockerfile_copies_only_existing_paths_the_dockerignore_lets_through() -> None:
@@ -517,39 +525,11 @@ def test_dockerfile_copies_only_existing_paths_the_dockerignore_lets_through() -
             assert src in allowed or top in allowed, f".dockerignore excludes {src}"
 
 
-def test_the_image_does_not_reinstall_at_start(tmp_path: Path) -> None:
-    """Runs scripts/bootstrap as the image build does, then as `./ticketrelay` does at start-up
-    with no Python able to install anything: the second run must be a no-op."""
-    for name in ("requirements.txt", "requirements-dev.txt", "scripts/bootstrap"):
-        (tmp_path / name).parent.mkdir(exist_ok=True)
-        shutil.copy2(ROOT / name, tmp_path / name)
-    fake = tmp_path / "fake-python3"
-    fake.write_text(
-        '#!/bin/sh\n[ "$1 $2" = "-m venv" ] || exit 1\nmkdir -p "$3/bin"\n'
-        'printf \'#!/bin/sh\\necho "$@" >> "$(dirname "$0")/../pip.log"\\n\' > "$3/bin/python"\n'
-        'chmod +x "$3/bin/python"\n'
-    )
-    fake.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
-    build = subprocess.run(
-        [str(tmp_path / "scripts/bootstrap")],
-        env={**env, "PYTHON": str(fake), "TICKETRELAY_REQUIREMENTS": str(tmp_path / "requirements.txt")},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert build.returncode == 0, build.stderr
-    log = (tmp_path / ".venv/pip.log").read_text()
-    assert f"-r {tmp_path / 'requirements.txt'}" in log, log
-    start = subprocess.run(
-        [str(tmp_path / "scripts/bootstrap")],
-        env={**env, "PYTHON": "/bin/false", "TICKETRELAY_VENV": str(tmp_path / ".venv")},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert start.returncode == 0 and "installing" not in start.stderr, start.stderr
-    assert (tmp_path / ".venv/pip.log").read_text() == log
+def test_systemd_units_use_the_runtime_lock_and_never_install() -> None:
+    for path in sorted(SYSTEMD.glob("*.service")):
+        env = unit_env(systemd_unit(path))
+        assert env.get("TICKETRELAY_REQUIREMENTS") == "/opt/ticketrelay/requirements.txt", path.name
+        assert env.get("TICKETRELAY_NO_INSTALL") == "1", path.name
 
 
 # ------------------------------------------------------------------------------- Compose

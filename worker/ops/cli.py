@@ -14,6 +14,7 @@ from typing import Any
 from worker.logs import setup_logging
 from worker.ops.reissue_cli import add_arguments as reissue_args
 from worker.settings import get_accounts, get_settings
+from worker.version import VERSION
 
 
 def _redis() -> Any:
@@ -199,6 +200,7 @@ def cmd_demo(_args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ticketrelay", description="Relay bookings to ticket providers.")
+    p.add_argument("--version", action="version", version=f"ticketrelay {VERSION}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
     sub.add_parser("intake", help="consume the bookings stream").set_defaults(fn=cmd_intake)

@@ -50,7 +50,7 @@ from schemas.envelope import PROVIDERS
 from schemas.statuses import ACTIVE_STATUSES, Status
 from worker import ledger
 from worker.db import make_engine
-from worker.metrics import CALL_BUCKET, CALL_BUCKETS, CALL_SUM, CALLS, DEAD_LETTERS, RETRIES
+from worker.metrics import CALL_BUCKET, CALL_BUCKETS, CALL_SUM, CALLS, DEAD_LETTERS, RETRIES, build_info
 from worker.ops.reissue import running_runs
 from worker.settings import AccountsError, Settings, get_accounts, get_settings
 
@@ -194,6 +194,7 @@ class TicketrelayCollector(Collector):
             red = None
         up.add_metric(["database"], 1 if sql is not None else 0)
         up.add_metric(["redis"], 1 if red is not None else 0)
+        yield build_info()
         yield up
         if sql is not None:
             yield from self._sql_metrics(sql)
