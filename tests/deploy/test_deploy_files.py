@@ -790,7 +790,7 @@ def worker_queues(argv: list[str]) -> list[str]:
 
 def test_live_and_bulk_workers_are_deployed_apart_everywhere() -> None:
     """Each deployment kind runs live workers on the live queue only and bulk workers on the bulk
-    queue only (README: bulk on its own processes), and together they consume both queues."""
+    queue only (docs/operations.md, Scaling out), and together they consume both queues."""
     live, bulk = Settings().queue, Settings().bulk_queue
     k8s = [
         worker_queues([str(a) for a in c["args"]])
