@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import create_engine
 
 from worker.ops.cli import build_parser
-from worker.ops.metrics_server import TicketrelayCollector
+from worker.ops.metrics.collector import TicketrelayCollector
 from worker.settings import Settings
 from worker.version import VERSION
 
