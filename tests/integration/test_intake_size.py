@@ -5,6 +5,8 @@ and one read holds about intake_read_budget_bytes at most, in every read mode.""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 
 import redis
@@ -186,3 +188,21 @@ def test_an_idle_intake_waits_and_returns_nothing(redis_client: redis.Redis, set
     assert intake._read() == []
     add(redis_client, padded("m-1", KB))
     assert len(intake._read()) == 1
+
+
+def test_an_entry_published_while_intake_waits_is_read_at_once(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    intake = make_intake(redis_client, settings, intake_block_ms=3000, intake_linger_ms=0)
+    got: list[Any] = []
+    started = time.monotonic()
+    reader = threading.Thread(target=lambda: got.append((intake._read(), time.monotonic())))
+    reader.start()
+    time.sleep(0.3)
+    add(redis_client, padded("m-1", KB))
+    published = time.monotonic()
+    reader.join(5)
+    [(read, done)] = got
+    assert len(read) == 1
+    # Polled, not blocked for the whole intake_block_ms: it came soon after it was published.
+    assert done - published < 0.5 and done - started < 2.0
