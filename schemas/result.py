@@ -42,3 +42,6 @@ class ResultMessage(BaseModel):
     error: ResultError | None = None
     metadata: dict[str, str] = {}
     completed_at: datetime
+    # True when the account is the built-in sandbox (or an account marked `sandbox = true`):
+    # simulated tickets, nothing exists at a real provider.
+    sandbox: bool = False

@@ -9,9 +9,11 @@ import redis
 from schemas.result import ResultError, ResultMessage, Ticket
 from schemas.table import TicketIssuance
 from worker.ledger import utcnow
+from worker.settings import is_sandbox_account
 
 
-def result_from_row(row: TicketIssuance) -> ResultMessage:
+def result_from_row(row: TicketIssuance, sandbox: bool | None = None) -> ResultMessage:
+    """`sandbox` None: as this process's accounts say of the row's account."""
     error = None
     if row.error_type is not None:
         error = ResultError(
@@ -33,6 +35,7 @@ def result_from_row(row: TicketIssuance) -> ResultMessage:
         error=error,
         metadata=row.message_metadata or {},
         completed_at=row.completed_at or utcnow(),
+        sandbox=is_sandbox_account(row.provider, row.account) if sandbox is None else sandbox,
     )
 
 

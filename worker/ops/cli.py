@@ -13,7 +13,7 @@ from typing import Any
 
 from worker.logs import setup_logging
 from worker.ops.reissue_cli import add_arguments as reissue_args
-from worker.settings import get_accounts, get_settings
+from worker.settings import AccountsError, get_accounts, get_settings, require_accounts_or_sandbox
 
 
 def _redis() -> Any:
@@ -55,6 +55,13 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _refuse(command: str, exc: AccountsError) -> int:
+    """One line on stderr, exit code 2: no accounts file and no TICKETRELAY_SANDBOX=1, or an
+    accounts file that does not load (the error names the key, never a value)."""
+    print(f"ticketrelay {command}: {exc}", file=sys.stderr)
+    return 2
+
+
 def cmd_intake(_args: argparse.Namespace) -> int:
     from worker.app import enqueue_issue, enqueue_issue_many
     from worker.db import get_engine
@@ -62,7 +69,11 @@ def cmd_intake(_args: argparse.Namespace) -> int:
 
     setup_logging()
     settings = get_settings()
-    accounts = get_accounts(settings)
+    try:
+        require_accounts_or_sandbox(settings)
+        accounts = get_accounts(settings)
+    except AccountsError as exc:
+        return _refuse("intake", exc)
     intake = Intake(_redis(), get_engine(), settings, accounts, enqueue_issue, enqueue_issue_many)
     intake.run(_stop_on_signals())
     return 0
@@ -79,6 +90,10 @@ def _celery(argv: list[str], extra_env: dict[str, str] | None = None) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     s = get_settings()
+    try:
+        require_accounts_or_sandbox(s)
+    except AccountsError as exc:
+        return _refuse("worker", exc)
     # The pool and concurrency come from the app's configuration (worker.app): the thread pool
     # there is a subclass that can be shut down within a bound.
     queues = (
@@ -102,6 +117,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
+    try:
+        require_accounts_or_sandbox(get_settings())
+    except AccountsError as exc:
+        return _refuse("beat", exc)
     state = Path(os.environ.get("TICKETRELAY_STATE_DIR", ".ticketrelay"))
     state.mkdir(parents=True, exist_ok=True)
     return _celery(
@@ -188,13 +207,13 @@ def cmd_schema(_args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from worker.devtools.dev import run_dev
 
-    return run_dev(demo=args.demo, exit_when_done=False)
+    return run_dev(demo=args.demo, exit_when_done=False, join=args.join)
 
 
-def cmd_demo(_args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from worker.devtools.dev import run_dev
 
-    return run_dev(demo=True, exit_when_done=True)
+    return run_dev(demo=True, exit_when_done=True, join=args.join)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,10 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("schema", help="print the envelope's JSON Schema").set_defaults(fn=cmd_schema)
     sp = sub.add_parser("dev", help="everything on one machine, embedded defaults")
     sp.add_argument("--demo", action="store_true", help="publish sample bookings of every provider")
-    sp.set_defaults(fn=cmd_dev)
-    sub.add_parser("demo", help="run everything, issue sample bookings of every provider, stop").set_defaults(
-        fn=cmd_demo
+    sp.add_argument(
+        "--join", action="store_true", help="join a Redis whose intake group other consumers already use"
     )
+    sp.set_defaults(fn=cmd_dev)
+    sp = sub.add_parser("demo", help="run everything, issue sample bookings of every provider, stop")
+    sp.add_argument("--join", action="store_true", help="as for dev")
+    sp.set_defaults(fn=cmd_demo)
     return p
 
 
