@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import socket
 import tomllib
 from functools import lru_cache
@@ -306,9 +307,13 @@ def load_accounts(path: Path, settings: Settings | None = None) -> dict[tuple[st
         raise AccountsError(
             f"cannot read accounts file {path}: {exc.strerror or type(exc).__name__}"
         ) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        # tomllib's messages give the line and column, not the text there.
-        raise AccountsError(f"cannot read accounts file {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise AccountsError(f"cannot read accounts file {path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib gives the line and column, and for a bad character the character itself:
+        # that character may sit inside a secret, so it is left out.
+        why = re.sub(r"(character) '(?:[^'\\]|\\.)*'", r"\1", str(exc))
+        raise AccountsError(f"cannot read accounts file {path}: not valid TOML: {why}") from None
     accounts: dict[tuple[str, str], AccountConfig] = {}
     for provider, tables in data.items():
         if provider not in PROVIDERS:

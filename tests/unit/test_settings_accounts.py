@@ -104,6 +104,12 @@ def test_a_toml_syntax_error_shows_the_position_not_the_text(tmp_path: Path) -> 
     assert "line 3" in message
 
 
+def test_a_bad_character_inside_a_secret_is_not_quoted(tmp_path: Path) -> None:
+    message = _error(tmp_path, EGUMA + 'api_key = "k3y\x07part"\n')
+    assert "line 3" in message and "Illegal character" in message
+    assert "\\x07" not in message and "\x07" not in message
+
+
 # --- secrets from files --------------------------------------------------------------------------
 
 

@@ -38,6 +38,8 @@ def _clear_caches() -> None:
 @pytest.fixture
 def no_sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Neither an accounts file nor TICKETRELAY_SANDBOX: what a forgotten setting looks like."""
+    # The commands set up process-wide logging; in a test process that would outlive the test.
+    monkeypatch.setattr(cli, "setup_logging", lambda *_a, **_k: None)
     monkeypatch.delenv("TICKETRELAY_SANDBOX", raising=False)
     monkeypatch.delenv("TICKETRELAY_ACCOUNTS_FILE", raising=False)
     _clear_caches()
@@ -79,6 +81,20 @@ def test_intake_worker_and_beat_refuse_to_start_with_one_line(
     err = capsys.readouterr().err
     assert err == f"ticketrelay {command}: {NO_ACCOUNTS_MESSAGE}\n"
     assert started == []  # celery was never started
+
+
+def test_a_reissue_refuses_too_instead_of_re_driving_against_the_simulators(
+    no_sandbox: None,
+    sqlite_url: str,
+    redis_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TICKETRELAY_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("TICKETRELAY_REDIS_URL", redis_url)
+    _clear_caches()
+    assert cli.main(["reissue", "--dry-run"]) == 2
+    assert capsys.readouterr().err == f"ticketrelay reissue: {NO_ACCOUNTS_MESSAGE}\n"
 
 
 def test_the_worker_starts_once_the_sandbox_is_chosen(

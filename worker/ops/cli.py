@@ -194,7 +194,10 @@ def cmd_reissue(args: argparse.Namespace) -> int:
     from worker.ops.reissue_cli import run
 
     setup_logging("WARNING")
-    return run(args)
+    try:
+        return run(args)
+    except AccountsError as exc:  # re-driving against a fake is the same mistake as issuing
+        return _refuse("reissue", exc)
 
 
 def cmd_schema(_args: argparse.Namespace) -> int:
