@@ -245,3 +245,17 @@ def test_settings_from_the_environment_are_masked_too(
     s = settings_module.get_settings()
     assert PASSWORD not in repr(s)
     assert s.database_url.endswith("@db/ticketrelay") and PASSWORD in s.database_url
+
+
+def test_what_dev_prints_about_redis_hides_its_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fresh_caches: None
+) -> None:
+    from worker.devtools import dev
+
+    monkeypatch.setenv("TICKETRELAY_REDIS_URL", f"redis://:{PASSWORD}@redis.internal:6379/0")
+    _clear_caches()
+    monkeypatch.setattr(dev, "redis_answers", lambda _url: True)
+    monkeypatch.setattr(dev, "foreign_consumers", lambda _client, _s: ["web-1-17"])
+    assert run_dev(demo=False, exit_when_done=True) == 2
+    err = capsys.readouterr().err
+    assert "redis://:***@redis.internal:6379/0" in err and PASSWORD not in err
