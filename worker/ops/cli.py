@@ -201,9 +201,11 @@ def cmd_reissue(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(_args: argparse.Namespace) -> int:
-    from schemas.jsonschema import envelope_json_schema
+    from schemas.jsonschema import write_schemas
 
-    print(json.dumps(envelope_json_schema(), indent=2, sort_keys=True))
+    # On stderr, so the older `schema > schemas/envelope.schema.json` still leaves a good file.
+    for path in write_schemas():
+        print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -255,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("reissue", help="bulk re-issuance: re-drive failed bookings, or a JSONL export")
     reissue_args(sp)
     sp.set_defaults(fn=cmd_reissue)
-    sub.add_parser("schema", help="print the envelope's JSON Schema").set_defaults(fn=cmd_schema)
+    sub.add_parser("schema", help="write schemas/{envelope,result}.schema.json").set_defaults(fn=cmd_schema)
     sp = sub.add_parser("dev", help="everything on one machine, embedded defaults")
     sp.add_argument("--demo", action="store_true", help="publish sample bookings of every provider")
     sp.add_argument(

@@ -1,0 +1,3 @@
+module example.com/ticketrelay-booking
+
+go 1.19
