@@ -193,11 +193,10 @@ def _step(deps: Deps, row: TicketIssuance, bulk: bool) -> Step:
         return Next(), None
 
     account = deps.accounts.get((row.provider, row.account))
-    if account is None or account.missing_credentials() is not None:
+    missing = get_provider(row.provider).missing_credentials(account) if account is not None else None
+    if account is None or missing is not None:
         # Configuration changed since intake accepted it: a clear, final answer.
-        reason = (account.missing_credentials() if account else None) or (
-            f"no account {row.account!r} is configured for provider {row.provider}"
-        )
+        reason = missing or f"no account {row.account!r} is configured for provider {row.provider}"
         error = ResultError(type="configuration_error", message=reason)
         return _finish(ledger.record_final_error(deps.engine, key, None, Status.FAILED, error, row.in_doubt))
 
@@ -228,7 +227,11 @@ def _step(deps: Deps, row: TicketIssuance, bulk: bool) -> Step:
 def _claim_and_call(deps: Deps, row: TicketIssuance, account: AccountConfig, permit: Permit) -> Step:
     key = row.idempotency_key
     token = uuid.uuid4().hex
-    if not ledger.claim(deps.engine, row, token, deps.settings.lease_s):
+    provider = get_provider(row.provider)
+    # Codes are made once, before the first call, and stored by the claim that counts it; a row
+    # that has made any call keeps what it has (stored codes, or none: the old derivation).
+    new_codes = provider.initial_codes(row.payload) if row.attempts == 0 and row.qr_codes is None else None
+    if not ledger.claim(deps.engine, row, token, deps.settings.lease_s, qr_codes=new_codes):
         log.info("lost claim", extra={"event": "skipped", "reason": "claimed_elsewhere", **_ctx(row)})
         return Next(), None
     in_doubt = row.in_doubt or row.status == Status.IN_PROGRESS
@@ -238,10 +241,13 @@ def _claim_and_call(deps: Deps, row: TicketIssuance, account: AccountConfig, per
         account=account,
         number=row.attempts + 1,
         in_doubt=in_doubt,
+        # A row from before first_attempt_at was recorded: its creation is an earlier bound.
+        first_attempt_at=ledger.as_utc(row.first_attempt_at or row.created_at) if row.attempts else None,
+        qr_codes=new_codes if new_codes is not None else row.qr_codes,
     )
     permit.wait_for_slot()  # a paced (bulk) permit: its slot, now that the row is ours
     started = time.perf_counter()
-    outcome = get_provider(row.provider).issue(deps.clients.get(account), attempt)
+    outcome = provider.issue(deps.clients.get(account), attempt)
     elapsed = time.perf_counter() - started
     return _record(deps, row, token, attempt, outcome, elapsed)
 
@@ -270,7 +276,16 @@ def _record(
     elif outcome.kind == OutcomeKind.FAILED:
         recorded = ledger.record_final_error(deps.engine, key, token, Status.FAILED, error, in_doubt)
     elif outcome.kind == OutcomeKind.NEEDS_REVIEW:
-        recorded = ledger.record_final_error(deps.engine, key, token, Status.NEEDS_REVIEW, error, True)
+        recorded = ledger.record_final_error(
+            deps.engine,
+            key,
+            token,
+            Status.NEEDS_REVIEW,
+            error,
+            True,
+            tickets=outcome.tickets,
+            provider_reference=outcome.provider_reference,
+        )
     else:
         account = attempt.account
         if outcome.error is not None and outcome.error.http_status == 429 and deps.limiter is not None:

@@ -179,8 +179,25 @@ def claimable(row: TicketIssuance, now: datetime, early_s: float = 1.0) -> str |
 
 # The hot statements are built once, with bound parameters: building an UPDATE with its
 # WHERE clause per call cost more CPU than executing it (profiled: 0.7 ms per booking).
-def _claim_stmt(owner_is_none: bool) -> Any:
+def _claim_stmt(owner_is_none: bool, with_codes: bool) -> Any:
     owner_match = C.lease_owner.is_(None) if owner_is_none else C.lease_owner == bindparam("b_owner")
+    values: dict[Any, Any] = {
+        "status": Status.IN_PROGRESS.value,
+        "attempts": C.attempts + 1,
+        "lease_owner": bindparam("b_token"),
+        "lease_until": bindparam("b_lease_until"),
+        # A claim taken over from an in_progress row means the last call never reported:
+        # it may have created tickets.
+        "in_doubt": or_(C.in_doubt, C.status == Status.IN_PROGRESS.value),
+        "updated_at": bindparam("b_now"),
+        # The first claim dates the key's first provider call (e-guma keys expire after 72 h).
+        "first_attempt_at": func.coalesce(C.first_attempt_at, bindparam("b_now")),
+    }
+    if with_codes:
+        # Only for a claim of attempts == 0 (the WHERE pins the attempts read): the codes are
+        # stored by the same statement that counts the first call, so whoever wins the claim
+        # sends exactly the codes stored, and no later claim replaces them.
+        values["qr_codes"] = func.coalesce(C.qr_codes, bindparam("b_codes", type_=C.qr_codes.type))
     return (
         update(T)
         .where(
@@ -190,27 +207,29 @@ def _claim_stmt(owner_is_none: bool) -> Any:
             C.attempts == bindparam("b_attempts"),
             owner_match,
         )
-        .values(
-            status=Status.IN_PROGRESS.value,
-            attempts=C.attempts + 1,
-            lease_owner=bindparam("b_token"),
-            lease_until=bindparam("b_lease_until"),
-            # A claim taken over from an in_progress row means the last call never reported:
-            # it may have created tickets.
-            in_doubt=or_(C.in_doubt, C.status == Status.IN_PROGRESS.value),
-            updated_at=bindparam("b_now"),
-        )
+        .values(values)
     )
 
 
-_CLAIM = {True: _claim_stmt(True), False: _claim_stmt(False)}
+_CLAIM = {(owner, codes): _claim_stmt(owner, codes) for owner in (True, False) for codes in (True, False)}
 
 
-def claim(engine: Engine, row: TicketIssuance, token: str, lease_s: float) -> bool:
+def claim(
+    engine: Engine,
+    row: TicketIssuance,
+    token: str,
+    lease_s: float,
+    qr_codes: list[str | None] | None = None,
+) -> bool:
     """Compare-and-set on the row as we read it: of two workers holding the same row, only one
-    wins. The attempt is counted before the call, so a crash mid-call still counts."""
+    wins. The attempt is counted before the call, so a crash mid-call still counts.
+
+    `qr_codes` (a row's first claim only, attempts == 0) are stored with it; a row that has
+    already made a call never gets new codes."""
+    if qr_codes is not None and row.attempts != 0:
+        raise ValueError("codes are stored only by a row's first claim")
     now = utcnow()
-    params = {
+    params: dict[str, Any] = {
         "b_key": row.idempotency_key,
         "b_status": row.status,
         "b_attempts": row.attempts,
@@ -221,8 +240,10 @@ def claim(engine: Engine, row: TicketIssuance, token: str, lease_s: float) -> bo
     }
     if row.lease_owner is None:
         del params["b_owner"]
+    if qr_codes is not None:
+        params["b_codes"] = qr_codes
     with writing(engine) as conn:
-        return conn.execute(_CLAIM[row.lease_owner is None], params).rowcount == 1
+        return conn.execute(_CLAIM[(row.lease_owner is None, qr_codes is not None)], params).rowcount == 1
 
 
 @lru_cache(maxsize=64)
@@ -293,9 +314,23 @@ def record_issued(
 
 
 def record_final_error(
-    engine: Engine, key: str, token: str | None, status: Status, error: ResultError, in_doubt: bool
+    engine: Engine,
+    key: str,
+    token: str | None,
+    status: Status,
+    error: ResultError,
+    in_doubt: bool,
+    tickets: list[Ticket] | None = None,
+    provider_reference: str | None = None,
 ) -> TicketIssuance | None:
-    return _finish(engine, key, token, {"status": status.value, "in_doubt": in_doubt, **_error_values(error)})
+    """A final status with an error. `tickets` and `provider_reference`: what the provider did
+    confirm of a booking that still needs review (the operator's starting point)."""
+    values: dict[str, Any] = {"status": status.value, "in_doubt": in_doubt, **_error_values(error)}
+    if tickets:
+        values["tickets"] = [t.model_dump() for t in tickets]
+    if provider_reference is not None:
+        values["provider_reference"] = provider_reference
+    return _finish(engine, key, token, values)
 
 
 def record_retry(
@@ -386,3 +421,192 @@ def counts_by_status(engine: Engine) -> dict[tuple[str, str], int]:
     with engine.connect() as conn:
         rows = conn.execute(select(C.provider, C.status, func.count()).group_by(C.provider, C.status))
         return {(p, s): n for p, s, n in rows}
+
+
+# =============================================================================================
+# Queries and transitions for operations (bulk re-issuance, `ticketrelay status`, the metrics
+# exporter). They live here so that this module stays the only one that speaks SQL to
+# ticket_issuances: a column or a transition changes in one place.
+# =============================================================================================
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    """Which rows an operation works on. Bounds are datetimes already resolved by the caller."""
+
+    statuses: tuple[str, ...]
+    provider: str | None = None
+    account: str | None = None
+    retryable_only: bool = False
+    created_from: datetime | None = None
+    created_before: datetime | None = None
+    # Rows this re-issuance run already drove are left out (a resumed run never drives twice).
+    not_driven_by: str | None = None
+
+
+def _filter_cond(f: RowFilter) -> Any:
+    conds = [C.status.in_(list(f.statuses))]
+    if f.provider:
+        conds.append(C.provider == f.provider)
+    if f.account:
+        conds.append(C.account == f.account)
+    if f.retryable_only:
+        conds.append(C.error_retryable.is_(True))
+    if f.created_from is not None:
+        conds.append(C.created_at >= f.created_from)
+    if f.created_before is not None:
+        conds.append(C.created_at < f.created_before)
+    if f.not_driven_by is not None:
+        conds.append(or_(C.reissue_run.is_(None), C.reissue_run != f.not_driven_by))
+    return and_(*conds)
+
+
+def count_matching(engine: Engine, f: RowFilter) -> dict[tuple[str, str], int]:
+    """How many rows the filter matches, by (provider, status)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(C.provider, C.status, func.count()).where(_filter_cond(f)).group_by(C.provider, C.status)
+        )
+        return {(p, s): n for p, s, n in rows}
+
+
+def matching_after(engine: Engine, f: RowFilter, after_id: int, limit: int) -> list[TicketIssuance]:
+    """The next `limit` matching rows in id order after `after_id`: a run pages through its
+    selection without holding it all, and without offsets that shift as rows change."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(T).where(_filter_cond(f), C.id > after_id).order_by(C.id).limit(limit)
+        ).mappings()
+        return [as_row(r) for r in rows]
+
+
+def requeue_for_run(engine: Engine, key: str, from_status: str, run_id: str) -> bool:
+    """A final row (failed, needs_review) back to queued for a re-issuance run, keeping its
+    idempotency key. Compare-and-set on the status read: False when the row moved meanwhile.
+    attempts_base remembers the attempts made so far, so the drive gets a full budget."""
+    with writing(engine) as conn:
+        changed = conn.execute(
+            update(T)
+            .where(C.idempotency_key == key, C.status == from_status)
+            .values(
+                status=Status.QUEUED.value,
+                reissue_run=run_id,
+                attempts_base=C.attempts,
+                lease_owner=None,
+                lease_until=None,
+                next_attempt_at=None,
+                completed_at=None,
+                callback_sent_at=None,
+                updated_at=utcnow(),
+            )
+        ).rowcount
+    return bool(changed)
+
+
+def latest_generation(engine: Engine, provider: str, account: str, message_id: str) -> int:
+    with engine.connect() as conn:
+        top = conn.execute(
+            select(func.max(C.generation)).where(
+                C.provider == provider, C.account == account, C.message_id == message_id
+            )
+        ).scalar_one()
+    return int(top or 0)
+
+
+def stamp_run(engine: Engine, keys: list[str], run_id: str) -> None:
+    """Mark rows as belonging to a re-issuance run (its report counts only its own rows)."""
+    if not keys:
+        return
+    with writing(engine) as conn:
+        conn.execute(update(T).where(C.idempotency_key.in_(keys)).values(reissue_run=run_id))
+
+
+def active_in_run(engine: Engine, run_id: str) -> int:
+    """Rows of a run not final yet: what the run has in flight."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(T)
+                .where(C.reissue_run == run_id, C.status.in_(list(ACTIVE_STATUSES)))
+            ).scalar_one()
+        )
+
+
+def count_in_run(engine: Engine, run_id: str, first_generation_only: bool) -> int:
+    with engine.connect() as conn:
+        cond = C.reissue_run == run_id
+        if first_generation_only:
+            cond = and_(cond, C.generation == 0)
+        return int(conn.execute(select(func.count()).select_from(T).where(cond)).scalar_one())
+
+
+def run_counts(engine: Engine, run_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Rows of each run by status (runs without rows are absent)."""
+    if not run_ids:
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(C.reissue_run, C.status, func.count())
+            .where(C.reissue_run.in_(run_ids))
+            .group_by(C.reissue_run, C.status)
+        )
+        for run_id, status, n in rows:
+            out.setdefault(run_id, {})[status] = n
+    return out
+
+
+def run_counts_by_provider(engine: Engine, run_id: str) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(C.provider, C.status, func.count())
+            .where(C.reissue_run == run_id)
+            .group_by(C.provider, C.status)
+        )
+        for provider, status, n in rows:
+            out.setdefault(provider, {})[status] = n
+    return out
+
+
+def run_failures(engine: Engine, run_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The most frequent reasons rows of a run ended failed or needs_review."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(C.provider, C.error_type, C.error_message, func.count())
+            .where(
+                C.reissue_run == run_id,
+                C.status.in_([Status.FAILED.value, Status.NEEDS_REVIEW.value]),
+            )
+            .group_by(C.provider, C.error_type, C.error_message)
+            .order_by(func.count().desc())
+            .limit(limit)
+        )
+        return [{"provider": p, "error_type": t, "reason": m, "count": n} for p, t, m, n in rows]
+
+
+@dataclass(frozen=True)
+class BookingGroup:
+    provider: str
+    account: str
+    status: str
+    count: int
+    oldest_created_at: datetime | None
+
+
+def booking_groups(engine: Engine) -> list[BookingGroup]:
+    """Bookings by provider, account and status with the oldest created_at of each: one scan
+    gives both the counts and the age of the oldest unfinished booking (status and metrics)."""
+    stmt = select(C.provider, C.account, C.status, func.count(), func.min(C.created_at)).group_by(
+        C.provider, C.account, C.status
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return [BookingGroup(p, a, s, int(n), as_utc(oldest)) for p, a, s, n, oldest in rows]
+
+
+def oldest_unfinished(groups: list[BookingGroup]) -> datetime | None:
+    """created_at of the oldest booking not final yet, from booking_groups()."""
+    found = [g.oldest_created_at for g in groups if g.status in ACTIVE_STATUSES and g.oldest_created_at]
+    return min(found) if found else None

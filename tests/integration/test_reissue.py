@@ -288,7 +288,7 @@ def test_selection_spec_and_schedule() -> None:
 def test_a_running_run_shows_in_status_and_metrics(h: Harness, redis_url: str, sqlite_url: str) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from worker.ops.metrics_server import MetricsServer
+    from worker.ops.metrics import MetricsServer
     from worker.ops.status import collect
 
     h.sandbox.set_faults("eguma", fail_next=[{"status": 503}] * 6)
@@ -297,7 +297,7 @@ def test_a_running_run_shows_in_status_and_metrics(h: Harness, redis_url: str, s
         assert h.work(k) == "failed"
     run = h.run(Selection(), run_id="visible-run")
     run.load_or_create()
-    run._set_total(2)
+    run.store.set_total(2)
     for row in run._next_batch(10):
         run.drive(row)
     settings = h.settings.model_copy(update={"redis_url": redis_url, "database_url": sqlite_url})
@@ -342,3 +342,17 @@ def test_a_window_is_sent_as_batch_tasks(h: Harness) -> None:
     assert sorted(k for b in batches for k in b) == sorted(keys)  # each key once
     assert all(len(b) <= h.settings.reissue_window for b in batches) and len(batches) >= 2
     assert all(ledger.get(h.deps.engine, k).status == "issued" for k in keys)  # type: ignore[union-attr]
+
+
+def test_limit_caps_the_rows_a_run_takes(h: Harness) -> None:
+    h.sandbox.set_faults("eguma", fail_next=[{"status": 503}] * 15)
+    keys = [h.accept("eguma", f"l{i}") for i in range(5)]
+    for key in keys:
+        assert h.work(key) == "failed"
+    h.sandbox.set_faults("eguma")
+    run = h.run(Selection(statuses=["failed"], limit=2))
+    assert _feed(run, h) is True
+    assert len(h.enqueued) == 2 and set(h.enqueued) <= set(keys)
+    statuses = sorted(ledger.get(h.deps.engine, k).status for k in keys)  # type: ignore[union-attr]
+    assert statuses == ["failed", "failed", "failed", "issued", "issued"]
+    assert run.finish(True)["by_provider"] == {"eguma": {"issued": 2}}

@@ -7,7 +7,7 @@ import pytest
 from provider_helpers import ACCOUNTS
 
 from worker.devtools.sandbox import Sandbox
-from worker.providers import build_client
+from worker.providers import PROVIDERS, build_client
 
 
 @pytest.fixture
@@ -19,3 +19,14 @@ def sandbox() -> Sandbox:
 def client(sandbox: Sandbox) -> Iterator[httpx.Client]:
     with build_client(ACCOUNTS[("remypass", "default")], transport=httpx.MockTransport(sandbox.handle)) as c:
         yield c
+
+
+@pytest.fixture(autouse=True)
+def _adapters_start_afresh() -> Iterator[None]:
+    """Adapters learn from answers (lookup path, whether sent codes are kept): each test
+    starts without that knowledge."""
+    for adapter in PROVIDERS.values():
+        adapter.forget()
+    yield
+    for adapter in PROVIDERS.values():
+        adapter.forget()

@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 import redis
 
+from worker import redis_clients
 from worker.devtools.demo import demo_envelopes
 from worker.devtools.embedded import redis_answers, start_for_url
 from worker.devtools.supervisor import Supervisor
@@ -75,7 +76,7 @@ def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0, join: boo
         # inherit the choice (without it they refuse to start).
         os.environ["TICKETRELAY_SANDBOX"] = "1"
     if not join and redis_answers(s.redis_url):
-        others = foreign_consumers(redis.Redis.from_url(s.redis_url), s)
+        others = foreign_consumers(redis_clients.client("ops", s), s)
         if others:
             print(
                 f"ticketrelay dev: the intake group {s.intake_group} on {mask_url(s.redis_url)} already "
@@ -145,7 +146,7 @@ def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0, join: boo
             f"(or: ./ticketrelay publish FILE.jsonl)"
         )
         print(f"results   XREAD STREAMS {s.results_stream} 0")
-        client = redis.Redis.from_url(s.redis_url)
+        client = redis_clients.client("ops", s)
         wanted: set[str] = set()
         start_id = f"{int(time.time() * 1000) - 1}-0"
         if demo:

@@ -1,4 +1,10 @@
-"""Provider adapters: one module per provider API, all behind `base.Provider`.
+"""Provider adapters: one module per provider API, all running the pipeline of pipeline.py.
+
+This registry is the one list of providers. Each adapter carries what the rest of ticketrelay
+asks of a provider: its payload model (intake's validation), its credentials check, its
+new-generation rule (`ticketrelay reissue --new-generation`), the codes to store before the
+first call, the sandbox route of its simulator, the account probe (`ticketrelay accounts
+check`) and `issue`. docs/adding-a-provider.md says how to add one.
 
 client = build_client(account)          # once per account and thread (issuing.ClientCache)
 outcome = get_provider(account.provider).issue(client, attempt)
@@ -16,24 +22,31 @@ from worker.providers.base import Attempt, Outcome, OutcomeKind, Provider
 from worker.providers.eguma import provider as _eguma
 from worker.providers.fourvenues import provider as _fourvenues
 from worker.providers.fourvenues_channels import provider as _fourvenues_channels
+from worker.providers.pipeline import Adapter, ProbeResult
 from worker.providers.remypass import provider as _remypass
 from worker.settings import AccountConfig
 
-_PROVIDERS: dict[str, Provider] = {p.name: p for p in (_remypass, _fourvenues, _fourvenues_channels, _eguma)}
-PROVIDER_NAMES: tuple[str, ...] = tuple(_PROVIDERS)
+# The envelope's `provider` values, in the contract's order.
+PROVIDERS: dict[str, Adapter] = {p.name: p for p in (_remypass, _fourvenues, _fourvenues_channels, _eguma)}
+PROVIDER_NAMES: tuple[str, ...] = tuple(PROVIDERS)
 
 
-def get_provider(name: str) -> Provider:
+def get_provider(name: str) -> Adapter:
     try:
-        return _PROVIDERS[name]
+        return PROVIDERS[name]
     except KeyError:
         raise KeyError(f"unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)}") from None
+
+
+def sandbox_base_url(provider: str, sandbox_url: str) -> str:
+    """The base_url of a sandbox account of `provider` (its simulator's route)."""
+    return f"{sandbox_url.rstrip('/')}/{get_provider(provider).sandbox_route}"
 
 
 def build_client(account: AccountConfig, *, transport: httpx.BaseTransport | None = None) -> httpx.Client:
     """One client per account, reused across threads: the account's timeout, no redirects,
     no credentials (each adapter adds its own per request). `transport` is for tests
-    (httpx.MockTransport(sandbox.handle))."""
+    (httpx.MockTransport(handler))."""
     return httpx.Client(
         timeout=httpx.Timeout(account.timeout_s),
         follow_redirects=False,
@@ -58,11 +71,15 @@ CONNECTION_LIMITS = httpx.Limits(max_connections=8, max_keepalive_connections=8,
 
 
 __all__ = [
+    "PROVIDERS",
     "PROVIDER_NAMES",
+    "Adapter",
     "Attempt",
     "Outcome",
     "OutcomeKind",
+    "ProbeResult",
     "Provider",
     "build_client",
     "get_provider",
+    "sandbox_base_url",
 ]

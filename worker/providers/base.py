@@ -7,9 +7,6 @@ task's business, never the adapter's.
 
 from __future__ import annotations
 
-import base64
-import copy
-import hashlib
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -22,6 +19,10 @@ from typing import Any, Protocol
 import httpx
 
 from schemas.result import ResultError, Ticket
+
+# Re-exported: the code derivation of rows already in flight now lives in codes.py.
+from worker.providers.codes import derive_qr_code as derive_qr_code
+from worker.providers.codes import with_derived_qr_codes as with_derived_qr_codes
 from worker.settings import AccountConfig
 
 
@@ -41,8 +42,20 @@ class Attempt:
     account: AccountConfig
     number: int  # 1 for the first provider call of this key, 2 for the next, ...
     # True when an earlier attempt may have reached the provider and created tickets (a
-    # timeout after sending, a dropped connection, a 500, a worker killed mid-call).
+    # timeout after sending, a dropped connection, a 5xx, a worker killed mid-call).
     in_doubt: bool
+    # When the first provider call of this key was made (the row's first claim); None when it
+    # is this one. e-guma needs it: its idempotency keys expire 72 hours after first use.
+    first_attempt_at: datetime | None = None
+    # The ticket codes stored in the row before its first call (Fourvenues): entry i is the
+    # qr_code sent for ticket i when the producer gave none (None where the producer did).
+    # None for rows that were already in flight before codes were stored.
+    qr_codes: Sequence[str | None] | None = None
+    # The clock of this attempt (tests move it); None: the real clock.
+    now: datetime | None = None
+
+    def clock(self) -> datetime:
+        return self.now or datetime.now(UTC)
 
 
 @dataclass
@@ -54,7 +67,8 @@ class Outcome:
     # For RETRY: the provider's Retry-After in seconds, a floor for the next delay.
     retry_after_s: float | None = None
     # For RETRY and FAILED: could this call have created tickets? Drives the next Attempt's
-    # in_doubt. A connect error or a 429/503 could not; a read timeout or a 500 could.
+    # in_doubt. A connect error or a 429 could not; a read timeout, a dropped connection or
+    # any 5xx (503 included: nothing documents that it means "not processed") could.
     may_have_created: bool = False
     # True when ISSUED was concluded from a replay, a duplicate answer or a lookup.
     reconciled: bool = False
@@ -143,9 +157,20 @@ def failed(type_: str, message: str, *, http_status: int | None = None) -> Outco
     )
 
 
-def needs_review(type_: str, message: str, *, http_status: int | None = None) -> Outcome:
+def needs_review(
+    type_: str,
+    message: str,
+    *,
+    http_status: int | None = None,
+    tickets: list[Ticket] | None = None,
+    provider_reference: str | None = None,
+) -> Outcome:
+    """Tickets may exist and nothing confirms them. `tickets` holds those the provider did
+    confirm (the operator's starting point), never codes that are only ours."""
     return Outcome(
         kind=OutcomeKind.NEEDS_REVIEW,
+        tickets=list(tickets or []),
+        provider_reference=provider_reference,
         error=ResultError(type=type_, message=message, http_status=http_status, retryable=False),
         may_have_created=True,
     )
@@ -162,17 +187,6 @@ def issued(
         tickets=tickets,
         provider_reference=provider_reference,
         reconciled=reconciled,
-    )
-
-
-def check_credentials(account: AccountConfig, label: str) -> Outcome | None:
-    """FAILED auth_error when the account cannot authenticate at all; None when it can."""
-    problem = account.missing_credentials()
-    if problem is None:
-        return None
-    return failed(
-        "auth_error",
-        f"{label}: {problem}. This is a configuration problem: nothing was sent to the provider.",
     )
 
 
@@ -194,6 +208,8 @@ def keep_doubt(outcome: Outcome, in_doubt: bool) -> Outcome:
             f"{err.message} An earlier attempt may already have created the tickets, so this "
             "is not reported as failed: check at the provider.",
             http_status=err.http_status,
+            tickets=outcome.tickets,
+            provider_reference=outcome.provider_reference,
         )
     return outcome
 
@@ -346,11 +362,13 @@ def classify_response(
             may_have_created=False,
         )
     if status == 408:
+        # Usually "the request never arrived whole", but a proxy in front of the provider may
+        # answer 408 for a request the provider is still processing.
         return retry(
             "timeout",
-            f"{label} timed out reading the request (HTTP 408){said}",
+            f"{label} timed out (HTTP 408){said} The request may have been processed.",
             http_status=status,
-            may_have_created=False,
+            may_have_created=True,
         )
     if status == 409:
         return retry(
@@ -360,11 +378,13 @@ def classify_response(
             may_have_created=True,
         )
     if status == 503:
+        # No provider documents that a 503 means "not processed": a gateway may time out on a
+        # request the provider goes on to commit.
         return retry(
             "provider_unavailable",
-            f"{label} is unavailable (HTTP 503){said}",
+            f"{label} is unavailable (HTTP 503){said} The request may have been processed.",
             http_status=status,
-            may_have_created=False,
+            may_have_created=True,
         )
     if status >= 500:
         return retry(
@@ -397,25 +417,6 @@ def classify_response(
         f"{label} refused the request (HTTP {status}){said}",
         http_status=status,
     )
-
-
-def derive_qr_code(idempotency_key: str, index: int) -> str:
-    """A stable QR code for ticket `index` of a booking: "TR" + 14 base32 characters of
-    sha256("{key}:{index}"), 16 uppercase characters in all (A-Z, 2-7). The same key always
-    gives the same codes, so a repeated attempt can be matched to tickets already created."""
-    digest = hashlib.sha256(f"{idempotency_key}:{index}".encode()).digest()
-    return "TR" + base64.b32encode(digest).decode("ascii").rstrip("=")[:14]
-
-
-def with_derived_qr_codes(payload: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
-    """A copy of a Fourvenues payload where every ticket without a qr_code gets the derived one."""
-    body = copy.deepcopy(payload)
-    tickets = body.get("tickets")
-    if isinstance(tickets, list):
-        for index, ticket in enumerate(tickets):
-            if isinstance(ticket, dict) and not ticket.get("qr_code"):
-                ticket["qr_code"] = derive_qr_code(idempotency_key, index)
-    return body
 
 
 def join_url(base_url: str, path: str) -> str:

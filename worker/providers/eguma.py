@@ -1,88 +1,126 @@
 """e-guma: POST {base}/ticketing/booking.json?apikey=KEY (providers/source/eguma-book-tickets.txt).
 
-The `Idempotency-Key` header makes every attempt safe: the same key with the same body replays
-the original answer. 409 = the first request with this key is still running (retry); 422 = the
-key was used with a different body, which only a bug can cause: needs_review, never a new key.
-The API key travels in the query string: no URL ever goes into a message.
+The `Idempotency-Key` header makes a repeated attempt safe: the same key with the same body
+replays the original answer. But e-guma keeps a key only 72 hours after its first request
+completed; after that the same key would create a second booking. So a row whose first call
+is older than KEY_SAFE_AGE (72 h less a margin for clocks and the first request's duration)
+is reconciled through `GET /ticketing/orders.json` before any new send:
+
+- exactly one order matches our booking (customer last name, exactly, as the filter is
+  case-sensitive; email; created in the window of our attempts; product and start when the
+  order lines carry them) -> ISSUED, reconciled;
+- no order matches and no attempt of ours can have reached e-guma (not in doubt) -> sent,
+  which is then a first booking, not a repeat;
+- no order matches while in doubt -> NEEDS_REVIEW: the listing cannot prove absence (its
+  paging, its time zone and the shape of its order lines are not documented);
+- several matches, or a cancelled one -> NEEDS_REVIEW; an unreadable listing -> RETRY.
+
+Any refusal of the key (409 in progress: retry; 422 or a 400 naming the key: the key was used
+with another body) never ends `failed`. The API key travels in the query string: no URL ever
+goes into a message.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 import httpx
 
+from schemas.payloads.eguma import EgumaBooking
 from schemas.result import Ticket
 from worker.providers.base import (
     Attempt,
     Outcome,
-    account_secrets,
-    build_request,
-    check_credentials,
-    classify_response,
     error_detail,
     issued,
-    join_url,
     json_or_none,
-    keep_doubt,
     needs_review,
     retry,
     scrub,
-    send,
 )
+from worker.providers.pipeline import Adapter, Auth, Call, ProbeResult, probe_problem
+from worker.settings import AccountConfig
 
-LABEL = "e-guma"
 PATH = "ticketing/booking.json"
+ORDERS_PATH = "ticketing/orders.json"
 REPLAY_HEADERS = ("idempotent-replayed", "idempotency-replayed")
+KEY_TTL = timedelta(hours=72)
+# Reconcile from 71 h: our first_attempt_at is taken before the first request even started,
+# and a margin covers the clocks of two machines.
+KEY_SAFE_AGE = KEY_TTL - timedelta(hours=1)
+# orders.json writes times without a zone (`2019-06-04T23:15:14`): the filter window is widened
+# by the largest UTC offset, so it covers the attempts whatever zone e-guma means.
+ZONE_SLACK = timedelta(hours=14)
+_KEY_REFUSAL = re.compile(r"idempot|\bkey\b", re.IGNORECASE)
 
 
-class Eguma:
+def key_may_have_expired(attempt: Attempt) -> bool:
+    """Could e-guma have forgotten this key? Only for a key an earlier attempt used."""
+    if attempt.number <= 1 or attempt.first_attempt_at is None:
+        return False
+    first = attempt.first_attempt_at
+    if first.tzinfo is None:
+        first = first.replace(tzinfo=UTC)
+    return attempt.clock() - first >= KEY_SAFE_AGE
+
+
+def _eguma_time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        # .NET style fractions have 7 digits; Python reads at most 6.
+        cleaned = re.sub(r"(\.\d{6})\d+", r"\1", value.replace("Z", "+00:00"))
+        return datetime.fromisoformat(cleaned)
+    except ValueError:
+        return None
+
+
+def _same_start(ours: str, theirs: object) -> bool:
+    """starts_at as sent (a date for day slots, a date-time for time slots) against the order's."""
+    if not isinstance(theirs, str):
+        return False
+    if len(ours) <= 10:
+        return theirs[:10] == ours[:10]
+    return theirs[:16] == ours[:16]
+
+
+def _orders(body: object) -> list[dict[str, Any]] | None:
+    if isinstance(body, dict):
+        for key in ("orders", "data"):
+            if isinstance(body.get(key), list):
+                body = body[key]
+                break
+    if isinstance(body, list) and all(isinstance(o, dict) for o in body):
+        return list(body)
+    return None
+
+
+class Eguma(Adapter):
     name = "eguma"
+    label = "e-guma"
+    payload_model = EgumaBooking
+    sandbox_route = "eguma/v1"
+    error_keys = ("error", "message")
 
-    def issue(self, client: httpx.Client, attempt: Attempt) -> Outcome:
-        outcome = self._issue(client, attempt)
-        # The same key replays a created booking, so only a refusal that comes before the
-        # idempotency check (credentials) leaves an earlier attempt's doubt unresolved.
-        if outcome.error is not None and outcome.error.type == "auth_error":
-            return keep_doubt(outcome, attempt.in_doubt)
-        return outcome
-
-    def _issue(self, client: httpx.Client, attempt: Attempt) -> Outcome:
-        account = attempt.account
-        problem = check_credentials(account, LABEL)
-        if problem is not None:
-            return problem
+    def auth(self, account: AccountConfig) -> Auth:
         assert account.api_key is not None
-        request = build_request(
-            client,
-            "POST",
-            join_url(account.base_url, PATH),
-            params={"apikey": account.api_key.get_secret_value()},
-            headers={
-                "Idempotency-Key": attempt.idempotency_key,
-                "Accept": "application/json",
-            },
-            json=attempt.payload,
-        )
-        if isinstance(request, Outcome):
-            return request
-        response = send(client, request, label=LABEL)
-        if isinstance(response, Outcome):
-            return response
-        if response.is_success:
-            return self._booked(response)
-        secrets = account_secrets(account)
-        detail = error_detail(response, ("error", "message"))
-        if response.status_code == 422:
-            return needs_review(
-                "idempotency_mismatch",
-                f"{LABEL} refused the Idempotency-Key because it was used with a different "
-                f"request body (HTTP 422): {scrub(detail, secrets=secrets) or 'no details'}. "
-                "The stored payload changed between attempts; an earlier attempt may have "
-                "created the booking. Check at e-guma; never retry with a new key.",
-                http_status=422,
-            )
-        return classify_response(response, label=LABEL, detail=detail, secrets=secrets)
+        return Auth(params={"apikey": account.api_key.get_secret_value()})
 
-    def _booked(self, response: httpx.Response) -> Outcome:
+    def create_request(self, call: Call) -> tuple[str, str, dict[str, Any]]:
+        return "POST", PATH, {"headers": {"Idempotency-Key": call.attempt.idempotency_key}, "json": call.body}
+
+    def must_reconcile(self, attempt: Attempt) -> bool:
+        # Within 72 h the key's replay settles any doubt; after that only the orders can.
+        return key_may_have_expired(attempt)
+
+    def parse_created(self, call: Call, response: httpx.Response, detail: str | None) -> Outcome:
         body = json_or_none(response)
         booking_id = body.get("booking_id") if isinstance(body, dict) else None
         raw_tickets = body.get("tickets") if isinstance(body, dict) else None
@@ -90,7 +128,7 @@ class Eguma:
             # The same key replays this answer: retrying is safe and may get a readable body.
             return retry(
                 "malformed_response",
-                f"{LABEL} answered HTTP {response.status_code} with a body that is not a "
+                f"{self.label} answered HTTP {response.status_code} with a body that is not a "
                 "booking; the booking may exist. Retrying with the same Idempotency-Key.",
                 http_status=response.status_code,
                 may_have_created=True,
@@ -106,6 +144,184 @@ class Eguma:
         ]
         replayed = any(response.headers.get(h, "").strip().lower() == "true" for h in REPLAY_HEADERS)
         return issued(tickets, str(booking_id), reconciled=replayed)
+
+    def classify(self, call: Call, response: httpx.Response, detail: str | None) -> Outcome:
+        status = response.status_code
+        if status == 422 or (status == 400 and detail and _KEY_REFUSAL.search(detail)):
+            return needs_review(
+                "idempotency_mismatch",
+                f"{self.label} refused the Idempotency-Key (HTTP {status}): "
+                f"{scrub(detail, secrets=call.secrets) or 'no details'}. The key was used before, "
+                "with another request body or by a request still running; an earlier attempt may "
+                "have created the booking. Check at e-guma; never retry with a new key.",
+                http_status=status,
+            )
+        return super().classify(call, response, detail)
+
+    # --- reconcile past the key's lifetime -----------------------------------------------------
+
+    def reconcile(self, call: Call) -> Outcome | None:
+        attempt = call.attempt
+        found = call.body.get("customer")
+        customer: dict[str, Any] = found if isinstance(found, dict) else {}
+        last_name = str(customer.get("last_name") or "")
+        email = str(customer.get("email") or "").casefold()
+        assert attempt.first_attempt_at is not None  # must_reconcile checked it
+        first = attempt.first_attempt_at
+        if first.tzinfo is None:
+            first = first.replace(tzinfo=UTC)
+        now = attempt.clock()
+        label = f"{self.label} orders lookup"
+        answer = self.request(
+            call.client,
+            call.account,
+            "GET",
+            ORDERS_PATH,
+            label=label,
+            params={
+                "updated_at_after": _eguma_time(first - ZONE_SLACK),
+                "updated_at_before": _eguma_time(now + ZONE_SLACK),
+                "last_name": last_name,
+            },
+        )
+        if isinstance(answer, Outcome):
+            answer.may_have_created = False  # a GET creates nothing; an earlier doubt is kept
+            return answer
+        if not answer.is_success:
+            outcome = super().classify(call, answer, error_detail(answer, self.error_keys))
+            if outcome.error is not None and outcome.error.type == "auth_error":
+                return outcome
+            # Whatever else refused the listing, it proves nothing: try again later.
+            return retry(
+                "lookup_unconfirmed",
+                f"{label}: the key of this booking may have expired (first used more than "
+                f"{KEY_SAFE_AGE.total_seconds() / 3600:g} h ago) and the orders listing answered "
+                f"HTTP {answer.status_code}, so whether the booking exists cannot be confirmed. "
+                "Nothing is re-sent.",
+                http_status=answer.status_code,
+                may_have_created=False,
+            )
+        orders = _orders(json_or_none(answer))
+        if orders is None:
+            return retry(
+                "lookup_unconfirmed",
+                f"{label} answered HTTP {answer.status_code} with a body that is not a list of "
+                "orders; whether the booking exists cannot be confirmed. Nothing is re-sent.",
+                http_status=answer.status_code,
+                may_have_created=False,
+            )
+        matches = [o for o in orders if self._is_ours(o, call.body, last_name, email, first, now)]
+        if not matches:
+            if not attempt.in_doubt:
+                return None  # nothing of ours can have reached e-guma: a send is a first booking
+            return needs_review(
+                "unconfirmed",
+                f"{self.label}: an earlier attempt may have created this booking and its "
+                "Idempotency-Key may have expired (72 h), so it is not re-sent; the orders "
+                "listing shows no matching order, which does not prove there is none (its "
+                "paging and time zone are not documented). Check at e-guma.",
+            )
+        if len(matches) > 1:
+            return needs_review(
+                "ambiguous_order",
+                f"{self.label}: {len(matches)} orders of this customer match this booking in the "
+                "window of its attempts; which one is ours cannot be told. Not re-sent: settle "
+                "at e-guma.",
+            )
+        order = matches[0]
+        reference = str(order.get("id")) if order.get("id") is not None else None
+        if order.get("status") == "cancelled":
+            return needs_review(
+                "cancelled_order",
+                f"{self.label}: the order matching this booking (number "
+                f"{scrub(order.get('order_number'))}) exists but is cancelled. Not re-sent: "
+                "settle at e-guma.",
+                provider_reference=reference,
+            )
+        return issued(self._tickets(order, call.body), reference, reconciled=True)
+
+    def _is_ours(
+        self,
+        order: dict[str, Any],
+        body: dict[str, Any],
+        last_name: str,
+        email: str,
+        first: datetime,
+        now: datetime,
+    ) -> bool:
+        customer = order.get("customer")
+        if not isinstance(customer, dict):
+            return False
+        if customer.get("last_name") != last_name:
+            return False  # the filter is case-sensitive; an unfiltered listing is checked here
+        if str(customer.get("email") or "").casefold() != email:
+            return False
+        created = _parse_time(order.get("created_at"))
+        if created is None:
+            return False
+        if created.tzinfo is None:
+            lo, hi = first - ZONE_SLACK, now + ZONE_SLACK
+            created = created.replace(tzinfo=UTC)
+        else:
+            lo, hi = first - timedelta(minutes=5), now + timedelta(minutes=5)
+        if not lo <= created <= hi:
+            return False
+        lines = [line for line in order.get("order_lines") or [] if isinstance(line, dict)]
+        products = {str(line["product_id"]) for line in lines if line.get("product_id") is not None}
+        if products and str(body.get("product_id")) not in products:
+            return False
+        starts = [line["starts_at"] for line in lines if line.get("starts_at") is not None]
+        return not (starts and not any(_same_start(str(body.get("starts_at")), s) for s in starts))
+
+    @staticmethod
+    def _tickets(order: dict[str, Any], body: dict[str, Any]) -> list[Ticket]:
+        """The order's ticket numbers where its lines carry them; otherwise one ticket per
+        booked item with only the category known (orders.json documents no ticket numbers)."""
+        lines = [line for line in order.get("order_lines") or [] if isinstance(line, dict)]
+        numbered = [
+            Ticket(code=str(line["ticket_number"]), category=str(line.get("category_id") or "") or None)
+            for line in lines
+            if line.get("ticket_number") is not None
+        ]
+        if numbered:
+            return numbered
+        tickets: list[Ticket] = []
+        for item in body.get("items") or []:
+            if isinstance(item, dict) and isinstance(item.get("quantity"), int):
+                tickets += [Ticket(category=str(item.get("category_id")))] * item["quantity"]
+        return tickets
+
+    # --- accounts check ------------------------------------------------------------------------
+
+    def probe(self, client: httpx.Client, account: AccountConfig) -> ProbeResult:
+        """GET /ticketing/orders.json for an order number that cannot exist: an empty list."""
+        answer = self.request(
+            client,
+            account,
+            "GET",
+            ORDERS_PATH,
+            label=self.label,
+            params={"order_number": f"TR-CHECK-{secrets.token_hex(8)}"},
+        )
+        problem = probe_problem(answer, self.label)
+        if problem is not None:
+            return problem
+        assert isinstance(answer, httpx.Response)
+        orders = _orders(json_or_none(answer)) if answer.is_success else None
+        if orders is None:
+            return ProbeResult(
+                False,
+                f"GET /ticketing/orders.json answered HTTP {answer.status_code} without a list "
+                "of orders: check base_url",
+            )
+        if orders:
+            return ProbeResult(
+                True,
+                "API key accepted; orders.json ignored the order_number filter (reconciling "
+                "after 72 h then relies on matching the customer)",
+                warning=True,
+            )
+        return ProbeResult(True, "API key accepted; orders.json answers an empty list for an unknown order")
 
 
 provider = Eguma()

@@ -1,248 +1,375 @@
-"""Fourvenues Integrations API: POST {base}/integrations/tickets/
+"""Fourvenues Integrations API: POST {host}/integrations/tickets/
 (providers/source/fourvenues-integrations-tickets.txt).
 
-No idempotency is documented. Every ticket carries a stable qr_code (the producer's, or one
-derived from the idempotency key and the ticket index), and when an earlier attempt may have
-created the tickets, `GET {base}/tickets/by-code/{code}` is asked first: all found -> ISSUED,
-reconciled; none found -> send; some found -> needs_review; lookup unavailable -> retry.
-This rests on the (undocumented) assumption that a sent qr_code becomes the ticket's `code`.
+The account's base_url is the host (`https://api.fourvenues.com`); every path of this API is
+under `/integrations/` below it (a base_url that already ends in `/integrations` works too).
+After an attempt that may have created the tickets, each ticket's code is looked up with
+`GET {host}/integrations/tickets/by-code/{code}` (one doc page writes `.../tickets/code/{code}`:
+when by-code answers like an unknown route, code/ is tried). A code is absent ONLY when the
+answer is Fourvenues' own not-found: a 404 with its JSON error envelope (`success: false` and
+an `error` or `message`). A 404 HTML page, an empty 404, any other surprise: cannot confirm,
+so retry and in the end needs_review, never a second create. The rest is shared with the
+channels API (fourvenues_common.py).
 """
 
 from __future__ import annotations
 
-import re
+import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from schemas.payloads.fourvenues import FourvenuesTicketsRequest
 from schemas.result import Ticket
+from worker.providers import codes
 from worker.providers.base import (
-    Attempt,
     Outcome,
-    account_secrets,
-    build_request,
-    check_credentials,
+    OutcomeKind,
     classify_response,
     error_detail,
-    failed,
     issued,
     join_url,
     json_or_none,
-    keep_doubt,
-    needs_review,
     retry,
-    scrub,
-    send,
-    with_derived_qr_codes,
 )
+from worker.providers.fourvenues_common import (
+    Absent,
+    Found,
+    FourvenuesAdapter,
+    LookupResult,
+    Unsettled,
+    expected_count,
+    text,
+    ticket_objects,
+)
+from worker.providers.pipeline import Auth, Call, ProbeResult
 from worker.settings import AccountConfig
 
-LABEL = "Fourvenues"
-CREATE_PATH = "integrations/tickets/"
-_DUPLICATE_CODE = re.compile(r"already exists|duplicate", re.IGNORECASE)
+API_PREFIX = "integrations"
+LISTING_PAGE = 500  # the documented maximum of `limit`
+LISTING_MAX_PAGES = 20
+LISTING_WINDOW = timedelta(minutes=30)  # clock skew and request time around our attempts
+CREATE_PATH = "tickets/"
+# The reference page's path first, then the use-case page's.
+LOOKUP_PATHS = ("tickets/by-code/{code}", "tickets/code/{code}")
 
 
-def auth_headers(account: AccountConfig) -> dict[str, str]:
-    """Auth v2: `x-api-key`; auth v1: `integration_id` + `secret`."""
-    if account.auth == "v1":
-        assert account.integration_id is not None and account.secret is not None
-        return {
-            "integration_id": account.integration_id.get_secret_value(),
-            "secret": account.secret.get_secret_value(),
-        }
-    assert account.api_key is not None
-    return {"x-api-key": account.api_key.get_secret_value()}
+def api_base(base_url: str) -> str:
+    """`{host}/integrations`, whether base_url is the host or already ends in /integrations."""
+    base = base_url.rstrip("/")
+    if base.rsplit("/", 1)[-1] == API_PREFIX:
+        return base
+    return f"{base}/{API_PREFIX}"
 
 
-def _text(value: object) -> str | None:
-    if isinstance(value, str) and value:
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return None
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-def normalise(raw: dict[str, Any]) -> Ticket:
-    return Ticket(
-        ticket_id=_text(raw.get("_id")),
-        code=_text(raw.get("code")) or _text(raw.get("qr_code")),
-        category=_text(raw.get("rate_name")),
-        seat=None,
+def _person(ticket: dict[str, Any]) -> tuple[str, str]:
+    """Who a ticket is for: (email, name), as sent (`full_name`) or listed (`name`)."""
+    name = ticket.get("full_name") if ticket.get("full_name") is not None else ticket.get("name")
+    return (str(ticket.get("email") or "").strip().casefold(), str(name or "").strip().casefold())
+
+
+def _same_people(group: list[dict[str, Any]], ours: list[tuple[str, str]], expected: int) -> bool:
+    """A listed purchase holds our booking's tickets: as many, for exactly the same people
+    (tickets beyond the objects sent reuse their data, so only the set must match then)."""
+    people = sorted(_person(t) for t in group)
+    if len(group) != expected or set(people) != set(ours):
+        return False
+    return people == ours if expected == len(ours) else True
+
+
+def is_not_found_envelope(response: httpx.Response) -> bool:
+    """Fourvenues' own not-found: HTTP 404 with `{"success": false, "error"|"message": ...}`."""
+    if response.status_code != 404:
+        return False
+    body = json_or_none(response)
+    return (
+        isinstance(body, dict)
+        and body.get("success") is False
+        and any(body.get(key) not in (None, "", [], {}) for key in ("error", "message"))
     )
 
 
-def ticket_objects(data: object) -> list[dict[str, Any]] | None:
-    """`data` is one ticket object in the docs; a list is accepted too."""
-    if isinstance(data, dict):
-        return [data]
-    if isinstance(data, list) and all(isinstance(t, dict) for t in data) and data:
-        return list(data)
-    return None
+class _UnknownRoute:
+    """A lookup route that answered like no route at all (404 without the envelope, 405)."""
 
 
-def reference(raw: list[dict[str, Any]]) -> str | None:
-    """The purchase's `payment_id` (shared by every ticket of one request), else the first
-    ticket's `_id`."""
-    first = raw[0]
-    return _text(first.get("payment_id")) or _text(first.get("_id"))
+UNKNOWN_ROUTE = _UnknownRoute()
 
 
-class Fourvenues:
+class Fourvenues(FourvenuesAdapter):
     name = "fourvenues"
+    label = "Fourvenues"
+    payload_model = FourvenuesTicketsRequest
+    sandbox_route = "fourvenues"
 
-    def issue(self, client: httpx.Client, attempt: Attempt) -> Outcome:
-        account = attempt.account
-        problem = check_credentials(account, LABEL)
-        if problem is not None:
-            return keep_doubt(problem, attempt.in_doubt)
-        headers = {**auth_headers(account), "Accept": "application/json"}
-        body = with_derived_qr_codes(attempt.payload, attempt.idempotency_key)
-        codes = [str(t["qr_code"]) for t in body.get("tickets", []) if isinstance(t, dict)]
-        if attempt.in_doubt:
-            settled = self._reconcile(client, account, headers, codes)
-            if settled is not None:
-                return settled
-        return self._create(client, attempt, headers, body, codes)
+    def __init__(self) -> None:
+        # What this process has learned per API host (base_url), from the provider's answers:
+        # which lookup path answers (a host that serves only code/ is not asked by-code first);
+        # whether a sent qr_code becomes the ticket's code (the docs never say so: their example
+        # sends QRCODE123ABC and answers code P6J21FF2S); the event of each ticket rate.
+        self._route: dict[str, int] = {}
+        self._keeps_codes: dict[str, bool] = {}
+        self._rate_events: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
 
-    # A lookup after an uncertain attempt: None means "none of the codes exists: safe to send".
-    def _reconcile(
-        self,
-        client: httpx.Client,
-        account: AccountConfig,
-        headers: dict[str, str],
-        codes: list[str],
-    ) -> Outcome | None:
+    def missing_credentials(self, account: AccountConfig) -> str | None:
+        if account.auth == "v1":
+            if account.integration_id is None or account.secret is None:
+                return f"account {account.provider}.{account.name}: auth v1 needs integration_id and secret"
+            return None
+        return super().missing_credentials(account)
+
+    def url(self, account: AccountConfig, path: str) -> str:
+        return join_url(api_base(account.base_url), path)
+
+    def auth(self, account: AccountConfig) -> Auth:
+        """Auth v2: `x-api-key`; auth v1: `integration_id` + `secret`."""
+        if account.auth == "v1":
+            assert account.integration_id is not None and account.secret is not None
+            return Auth(
+                headers={
+                    "integration_id": account.integration_id.get_secret_value(),
+                    "secret": account.secret.get_secret_value(),
+                }
+            )
+        assert account.api_key is not None
+        return Auth(headers={"x-api-key": account.api_key.get_secret_value()})
+
+    def create_request(self, call: Call) -> tuple[str, str, dict[str, Any]]:
+        return "POST", CREATE_PATH, {"json": call.body}
+
+    def ticket_code(self, raw: dict[str, Any]) -> str | None:
+        return text(raw.get("code")) or text(raw.get("qr_code"))
+
+    def normalise(self, raw: dict[str, Any]) -> Ticket:
+        return Ticket(
+            ticket_id=text(raw.get("_id")),
+            code=self.ticket_code(raw),
+            category=text(raw.get("rate_name")),
+            seat=None,
+        )
+
+    def reference(self, raw: list[dict[str, Any]]) -> str | None:
+        """The purchase's `payment_id` (shared by the tickets of one request), else the first
+        ticket's `_id`."""
+        if not raw:
+            return None
+        return text(raw[0].get("payment_id")) or text(raw[0].get("_id"))
+
+    # --- what the answers teach ----------------------------------------------------------------
+
+    def forget(self) -> None:
+        with self._lock:
+            self._route.clear()
+            self._keeps_codes.clear()
+            self._rate_events.clear()
+
+    def learn(self, call: Call, answered: list[dict[str, Any]]) -> None:
+        base = call.account.base_url
+        sent = set(call.codes)
+        codes = {self.ticket_code(t) for t in answered} - {None}
+        rate = call.body.get("ticket_rate_id")
+        event = next((text(t.get("event_id")) for t in answered if text(t.get("event_id"))), None)
+        with self._lock:
+            if codes & sent:
+                self._keeps_codes[base] = True
+            elif codes and sent:
+                # Every ticket of the answer carries a code we did not send.
+                self._keeps_codes.setdefault(base, False)
+            if isinstance(rate, str) and event is not None:
+                self._rate_events[(base, rate)] = event
+
+    def absence_is_proof(self, call: Call) -> bool | None:
+        # An operator who has confirmed with Fourvenues how the account treats a sent qr_code
+        # can say so in the accounts file (`qr_codes_kept = true|false`, read only if the
+        # settings define it); otherwise what this process's answers have shown, if anything.
+        configured = getattr(call.account, "qr_codes_kept", None)
+        if isinstance(configured, bool):
+            return configured
+        return self._keeps_codes.get(call.account.base_url)
+
+    # --- the event listing ----------------------------------------------------------------------
+
+    def _event_tickets(
+        self, call: Call, event_id: str, since: datetime, until: datetime
+    ) -> list[dict[str, Any]] | None:
+        """Every ticket of the event created in [since, until] (`GET /tickets/?event_id=`,
+        paged by 500); None when the listing cannot be read to its end."""
         found: list[dict[str, Any]] = []
-        for code in codes:
-            result = self._lookup(client, account, headers, code)
-            if isinstance(result, Outcome):
-                return keep_doubt(result, True)
-            if result is not None:
-                found.append(result)
-        if not found:
-            return None
-        if len(found) < len(codes):
-            return needs_review(
-                "partial_issue",
-                f"{LABEL}: {len(found)} of {len(codes)} tickets of this booking exist already; "
-                "the rest were not created. Not re-sent, to avoid duplicates: settle at the "
-                "provider.",
+        seen_ids: set[str] = set()
+        for page in range(LISTING_MAX_PAGES):
+            params = {
+                "event_id": event_id,
+                "start_date": _iso(since),
+                "end_date": _iso(until),
+                "date_field": "created_at",
+                "limit": str(LISTING_PAGE),
+                "offset": str(page * LISTING_PAGE),
+            }
+            answer = self.request(
+                call.client, call.account, "GET", CREATE_PATH, label=f"{self.label} listing", params=params
             )
-        return issued([normalise(t) for t in found], reference(found), reconciled=True)
-
-    def _lookup(
-        self,
-        client: httpx.Client,
-        account: AccountConfig,
-        headers: dict[str, str],
-        code: str,
-    ) -> dict[str, Any] | Outcome | None:
-        label = f"{LABEL} lookup"
-        url = join_url(account.base_url, f"tickets/by-code/{quote(code, safe='')}")
-        request = build_request(client, "GET", url, headers=headers)
-        if isinstance(request, Outcome):
-            return request
-        response = send(client, request, label=label)
-        if isinstance(response, Outcome):
-            return response
-        if response.status_code == 404:
-            return None
-        if not response.is_success:
-            detail = error_detail(response, ("error", "message"))
-            return classify_response(response, label=label, detail=detail, secrets=account_secrets(account))
-        body = json_or_none(response)
-        tickets = ticket_objects(body.get("data") if isinstance(body, dict) else None)
-        if tickets is None:
-            return retry(
-                "malformed_response",
-                f"{label} answered HTTP {response.status_code} with an unreadable body.",
-                http_status=response.status_code,
-                may_have_created=True,
-            )
-        for ticket in tickets:
-            if code in (ticket.get("code"), ticket.get("qr_code")):
-                return ticket
+            if isinstance(answer, Outcome) or not answer.is_success:
+                return None
+            body = json_or_none(answer)
+            data = body.get("data") if isinstance(body, dict) else body
+            if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
+                return None
+            fresh = [t for t in data if text(t.get("_id")) not in seen_ids]
+            if data and not fresh:
+                return None  # the same page again: offset is ignored, the end cannot be reached
+            for ticket in fresh:
+                seen_ids.add(text(ticket.get("_id")) or "")
+            found += fresh
+            if len(data) < LISTING_PAGE:
+                return found
         return None
 
-    def _create(
-        self,
-        client: httpx.Client,
-        attempt: Attempt,
-        headers: dict[str, str],
-        body: dict[str, Any],
-        codes: list[str],
-    ) -> Outcome:
-        account = attempt.account
-        request = build_request(
-            client,
-            "POST",
-            join_url(account.base_url, CREATE_PATH),
-            headers=headers,
-            json=body,
-        )
-        if isinstance(request, Outcome):
-            return request
-        response = send(client, request, label=LABEL)
-        if isinstance(response, Outcome):
-            return response
-        secrets = account_secrets(account)
-        detail = error_detail(response, ("error", "message"))
-        if response.is_success:
-            return self._created(response, codes, detail, secrets)
-        if response.status_code in (400, 409) and detail and _DUPLICATE_CODE.search(detail):
-            if attempt.in_doubt:
-                # The lookup said "absent" a moment ago, the create says "exists": ask again.
-                settled = self._reconcile(client, account, headers, codes)
-                return settled or needs_review(
-                    "duplicate",
-                    f"{LABEL} says a qr_code of this booking already exists, but the lookup "
-                    "cannot find it. Settle at the provider.",
-                    http_status=response.status_code,
-                )
-            return failed(
-                "duplicate",
-                f"{LABEL} refused a qr_code of this booking as already used "
-                f"({scrub(detail, secrets=secrets)}), and no earlier attempt of ours could "
-                "have created it.",
-                http_status=response.status_code,
-            )
-        return classify_response(response, label=LABEL, detail=detail, secrets=secrets)
+    def confirm_purchase(self, call: Call, answered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The answer shows fewer tickets than were made: the event's listing holds them all,
+        and the tickets of one purchase share its payment_id."""
+        first = answered[0]
+        event_id, payment_id = text(first.get("event_id")), text(first.get("payment_id"))
+        if event_id is None or payment_id is None:
+            return []
+        now = call.attempt.clock()
+        listed = self._event_tickets(call, event_id, now - LISTING_WINDOW, now + LISTING_WINDOW)
+        return [t for t in listed or [] if text(t.get("payment_id")) == payment_id]
 
-    def _created(
-        self,
-        response: httpx.Response,
-        codes: list[str],
-        detail: str | None,
-        secrets: tuple[str, ...],
-    ) -> Outcome:
-        body = json_or_none(response)
-        if isinstance(body, dict) and body.get("success") is False:
-            return failed(
-                "provider_rejected",
-                f"{LABEL} answered HTTP {response.status_code} with success=false: "
-                f"{scrub(detail, secrets=secrets) or 'no details'}",
-                http_status=response.status_code,
-            )
-        raw = ticket_objects(body.get("data") if isinstance(body, dict) else None)
-        if raw is None:
-            # A 2xx means the tickets may exist; the next attempt looks the codes up first.
-            return retry(
-                "malformed_response",
-                f"{LABEL} answered HTTP {response.status_code} with a body that holds no "
-                "ticket; the tickets may exist. The next attempt looks them up by code.",
-                http_status=response.status_code,
+    def find_purchase(self, call: Call) -> Outcome | None:
+        """After a lost answer, when the codes we sent prove nothing: the purchase in the
+        event's listing (the event of this rate, known from an earlier answer), created in the
+        window of our attempts, whose tickets carry exactly our tickets' names and emails.
+        Found once -> ISSUED (reconciled); not found or ambiguous -> None (never proof of
+        absence: the matching rests on fields the docs do not promise to keep)."""
+        rate = call.body.get("ticket_rate_id")
+        event_id = self._rate_events.get((call.account.base_url, rate)) if isinstance(rate, str) else None
+        if event_id is None:
+            return None
+        now = call.attempt.clock()
+        since = (call.attempt.first_attempt_at or now - timedelta(days=3)) - LISTING_WINDOW
+        listed = self._event_tickets(call, event_id, since, now + LISTING_WINDOW)
+        if not listed:
+            return None
+        ours = sorted(_person(t) for t in call.body.get("tickets") or [] if isinstance(t, dict))
+        purchases: dict[str, list[dict[str, Any]]] = {}
+        for ticket in listed:
+            payment = text(ticket.get("payment_id"))
+            if payment is not None:
+                purchases.setdefault(payment, []).append(ticket)
+        expected = expected_count(call.body)
+        matches = [group for group in purchases.values() if _same_people(group, ours, expected)]
+        if len(matches) != 1:
+            return None
+        [group] = matches
+        return issued([self.normalise(t) for t in group], self.reference(group), reconciled=True)
+
+    # --- lookups -------------------------------------------------------------------------------
+
+    def lookup_code(self, call: Call, code: str) -> LookupResult:
+        return self._lookup(call.client, call.account, code, call.secrets)
+
+    def _lookup(
+        self, client: httpx.Client, account: AccountConfig, code: str, secrets: tuple[str, ...]
+    ) -> LookupResult:
+        label = f"{self.label} lookup"
+        first = self._route.get(account.base_url, 0)
+        order = [first, *(i for i in range(len(LOOKUP_PATHS)) if i != first)]
+        statuses: list[int] = []
+        for index in order:
+            path = LOOKUP_PATHS[index].format(code=quote(code, safe=""))
+            answer = self.request(client, account, "GET", path, label=label)
+            if isinstance(answer, Outcome):
+                return Unsettled(answer)
+            verdict = self._read_lookup(answer, code, label, secrets)
+            if verdict is UNKNOWN_ROUTE:
+                statuses.append(answer.status_code)
+                continue
+            with self._lock:
+                self._route[account.base_url] = index
+            assert not isinstance(verdict, _UnknownRoute)
+            return verdict
+        return Unsettled(
+            retry(
+                "lookup_unavailable",
+                f"{label}: neither lookup route answered as Fourvenues documents it (HTTP "
+                f"{'/'.join(map(str, statuses))} without Fourvenues' JSON error), so whether an "
+                "earlier attempt created the tickets cannot be confirmed. Nothing is re-sent; "
+                "check the account's base_url.",
+                http_status=statuses[-1] if statuses else None,
                 may_have_created=True,
             )
-        tickets = [normalise(t) for t in raw]
-        # The docs show one object even for quantity 2: the codes we sent stand for the rest.
-        known = {t.code for t in tickets}
-        for code in codes:
-            if len(tickets) >= len(codes):
-                break
-            if code not in known:
-                tickets.append(Ticket(code=code, category=tickets[0].category))
-        return issued(tickets, reference(raw))
+        )
+
+    def _read_lookup(
+        self, response: httpx.Response, code: str, label: str, secrets: tuple[str, ...]
+    ) -> LookupResult | _UnknownRoute:
+        status = response.status_code
+        if status == 404:
+            return Absent() if is_not_found_envelope(response) else UNKNOWN_ROUTE
+        if status == 405:
+            return UNKNOWN_ROUTE
+        if response.is_success:
+            body = json_or_none(response)
+            tickets = ticket_objects(body.get("data") if isinstance(body, dict) else None)
+            if isinstance(body, dict) and body.get("success") is not False and tickets:
+                for ticket in tickets:
+                    if code in (text(ticket.get("code")), text(ticket.get("qr_code"))):
+                        return Found(ticket)
+            return Unsettled(
+                retry(
+                    "lookup_unconfirmed",
+                    f"{label} answered HTTP {status} without a ticket carrying the code asked "
+                    "for; whether an earlier attempt created the tickets cannot be confirmed.",
+                    http_status=status,
+                    may_have_created=True,
+                )
+            )
+        detail = error_detail(response, self.error_keys)
+        outcome = classify_response(response, label=label, detail=detail, secrets=secrets)
+        if (
+            outcome.kind is OutcomeKind.FAILED
+            and outcome.error is not None
+            and outcome.error.type != "auth_error"
+        ):
+            # A 400 or another refusal of the lookup proves nothing about the tickets.
+            outcome = retry(
+                "lookup_unconfirmed",
+                f"{outcome.error.message} The tickets cannot be confirmed either way.",
+                http_status=status,
+                may_have_created=True,
+            )
+        return Unsettled(outcome)
+
+    # --- accounts check ------------------------------------------------------------------------
+
+    def probe(self, client: httpx.Client, account: AccountConfig) -> ProbeResult:
+        """Look a random code up: the documented not-found answer proves the credentials and
+        the lookup route (and so the base_url) right."""
+        code = codes.new_qr_code()
+        result = self._lookup(client, account, code, ())
+        if isinstance(result, Absent):
+            route = LOOKUP_PATHS[self._route.get(account.base_url, 0)].split("{")[0]
+            return ProbeResult(
+                True, f"credentials accepted; {route}{{code}} answers not found for a random code"
+            )
+        if isinstance(result, Found):
+            return ProbeResult(False, "a random code was found: the lookup route does not look codes up")
+        error = result.outcome.error
+        if error is not None and error.type == "lookup_unavailable":
+            return ProbeResult(
+                False,
+                f"the lookup routes answered HTTP {error.http_status} without Fourvenues' JSON "
+                "not-found, so lookups after a lost answer could never confirm anything: check "
+                "base_url (the host; the API is under /integrations)",
+            )
+        return ProbeResult(False, error.message if error is not None else "no usable answer")
 
 
 provider = Fourvenues()

@@ -1,64 +1,47 @@
 """Fourvenues channels-service: POST {base}/tickets
 (providers/source/fourvenues-channels-tickets.txt).
 
-No idempotency and no documented lookup. Every ticket carries a stable qr_code (the
-producer's, or one derived from the idempotency key and the index). After an uncertain
-attempt the tickets are looked up with `GET {base}/tickets?qr_code=CODE`: the filter name is
-NOT documented (the sandbox supports it; a real account may not). Found -> ISSUED, reconciled;
-an empty list -> safe to send again; the endpoint missing, the filter ignored (other tickets
-listed) or refused -> needs_review; a transient error (5xx, 429, network) -> retry.
+No idempotency and no documented lookup. Every ticket carries a stable qr_code (codes.py).
+After an attempt that may have created the tickets they are looked up with
+`GET {base}/tickets?qr_code=CODE`; `GET /tickets` exists but its filter names are NOT
+documented, so a list proves only what it shows: a ticket carrying our code exists; a list of
+other tickets means the filter is ignored and proves nothing (needs_review, never a re-send);
+an empty list proves absence only once the filter is shown to work (the same listing without
+the filter holds tickets), else needs_review. Transient errors (5xx, 429, network) retry.
+The rest is shared with the Integrations API (fourvenues_common.py).
 """
 
 from __future__ import annotations
 
-import re
+import threading
 from typing import Any
 
 import httpx
 
+from schemas.payloads.fourvenues_channels import ChannelTicketsRequest
 from schemas.result import Ticket
+from worker.providers import codes
 from worker.providers.base import (
-    Attempt,
     Outcome,
     OutcomeKind,
-    account_secrets,
-    build_request,
-    check_credentials,
     classify_response,
     error_detail,
-    failed,
-    issued,
-    join_url,
     json_or_none,
-    keep_doubt,
     needs_review,
-    retry,
-    scrub,
-    send,
-    with_derived_qr_codes,
 )
+from worker.providers.fourvenues_common import (
+    Absent,
+    Found,
+    FourvenuesAdapter,
+    LookupResult,
+    Unsettled,
+    text,
+)
+from worker.providers.pipeline import Auth, Call, ProbeResult, probe_problem
 from worker.settings import AccountConfig
 
-LABEL = "Fourvenues channels"
-_DUPLICATE_CODE = re.compile(r"already exists|duplicate", re.IGNORECASE)
-
-
-def _text(value: object) -> str | None:
-    if isinstance(value, str) and value:
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
-def normalise(raw: dict[str, Any]) -> Ticket:
-    price = raw.get("price")
-    return Ticket(
-        ticket_id=_text(raw.get("_id")),
-        code=_text(raw.get("qr_code")),
-        category=_text(price.get("name")) if isinstance(price, dict) else None,
-        seat=None,
-    )
+PATH = "tickets"
+LOOKUP_FILTER = "qr_code"  # undocumented: see the module docstring
 
 
 def _ticket_list(response: httpx.Response) -> list[dict[str, Any]] | None:
@@ -71,166 +54,151 @@ def _ticket_list(response: httpx.Response) -> list[dict[str, Any]] | None:
     return None
 
 
-class FourvenuesChannels:
+class FourvenuesChannels(FourvenuesAdapter):
     name = "fourvenues_channels"
+    label = "Fourvenues channels"
+    payload_model = ChannelTicketsRequest
+    sandbox_route = "fourvenues-channels"
+    error_keys = ("message", "error")
 
-    def issue(self, client: httpx.Client, attempt: Attempt) -> Outcome:
-        account = attempt.account
-        problem = check_credentials(account, LABEL)
-        if problem is not None:
-            return keep_doubt(problem, attempt.in_doubt)
+    def auth(self, account: AccountConfig) -> Auth:
         assert account.api_key is not None
-        headers = {
-            "X-Api-Key": account.api_key.get_secret_value(),
-            "Accept": "application/json",
-        }
-        body = with_derived_qr_codes(attempt.payload, attempt.idempotency_key)
-        codes = [str(t["qr_code"]) for t in body.get("tickets", []) if isinstance(t, dict)]
-        if attempt.in_doubt:
-            settled = self._reconcile(client, account, headers, codes)
-            if settled is not None:
-                return settled
-        return self._create(client, attempt, headers, body, codes)
+        return Auth(headers={"X-Api-Key": account.api_key.get_secret_value()})
 
-    def _reconcile(
+    def create_request(self, call: Call) -> tuple[str, str, dict[str, Any]]:
+        return "POST", PATH, {"json": call.body}
+
+    def ticket_code(self, raw: dict[str, Any]) -> str | None:
+        return text(raw.get("qr_code"))
+
+    def normalise(self, raw: dict[str, Any]) -> Ticket:
+        price = raw.get("price")
+        return Ticket(
+            ticket_id=text(raw.get("_id")),
+            code=self.ticket_code(raw),
+            category=text(price.get("name")) if isinstance(price, dict) else None,
+            seat=None,
+        )
+
+    def __init__(self) -> None:
+        # Base URLs whose GET /tickets was seen to honour the qr_code filter (see _filter_proven).
+        self._filter_works: set[str] = set()
+        self._lock = threading.Lock()
+
+    def forget(self) -> None:
+        with self._lock:
+            self._filter_works.clear()
+
+    def _list(
         self,
         client: httpx.Client,
         account: AccountConfig,
-        headers: dict[str, str],
-        codes: list[str],
-    ) -> Outcome | None:
-        """None: every code is confirmed absent, so sending is safe."""
-        found: list[dict[str, Any]] = []
-        for code in codes:
-            result = self._lookup(client, account, headers, code)
-            if isinstance(result, Outcome):
-                return result
-            if result is not None:
-                found.append(result)
-        if not found:
-            return None
-        if len(found) < len(codes):
-            return needs_review(
-                "partial_issue",
-                f"{LABEL}: {len(found)} of {len(codes)} tickets of this booking exist already; "
-                "not re-sent, to avoid duplicates: settle at the provider.",
-            )
-        return issued([normalise(t) for t in found], None, reconciled=True)
-
-    def _lookup(
-        self,
-        client: httpx.Client,
-        account: AccountConfig,
-        headers: dict[str, str],
-        code: str,
-    ) -> dict[str, Any] | Outcome | None:
-        label = f"{LABEL} lookup"
-        unconfirmed = (
-            f"{label}: an earlier attempt may have created the tickets and they cannot be "
-            "looked up by qr_code on this account ({why}). Not re-sent, to avoid duplicates: "
-            "settle at the provider."
-        )
-        request = build_request(
-            client,
-            "GET",
-            join_url(account.base_url, "tickets"),
-            params={"qr_code": code},
-            headers=headers,
-        )
-        if isinstance(request, Outcome):
-            return request
-        response = send(client, request, label=label)
-        if isinstance(response, Outcome):
-            return keep_doubt(response, True)
-        status = response.status_code
-        if not response.is_success:
-            detail = error_detail(response, ("message", "error"))
-            outcome = classify_response(
-                response, label=label, detail=detail, secrets=account_secrets(account)
-            )
-            if outcome.kind is OutcomeKind.RETRY:
-                return keep_doubt(outcome, True)
-            if status in (401, 403):
-                return keep_doubt(outcome, True)
-            return needs_review(
-                "unconfirmed",
-                unconfirmed.format(why=f"HTTP {status}"),
-                http_status=status,
-            )
-        tickets = _ticket_list(response)
+        params: dict[str, str],
+        secrets: tuple[str, ...],
+    ) -> list[dict[str, Any]] | Unsettled:
+        label = f"{self.label} lookup"
+        answer = self.request(client, account, "GET", PATH, label=label, params=params)
+        if isinstance(answer, Outcome):
+            answer.may_have_created = True  # a lookup runs only where tickets may exist
+            return Unsettled(answer)
+        status = answer.status_code
+        if not answer.is_success:
+            detail = error_detail(answer, self.error_keys)
+            outcome = classify_response(answer, label=label, detail=detail, secrets=secrets)
+            if outcome.kind is OutcomeKind.RETRY or status in (401, 403):
+                outcome.may_have_created = outcome.kind is OutcomeKind.RETRY
+                return Unsettled(outcome)
+            return self._unproven(f"GET /tickets answered HTTP {status}", status)
+        tickets = _ticket_list(answer)
         if tickets is None:
-            return needs_review(
+            return self._unproven(f"GET /tickets answered HTTP {status} without a ticket list", status)
+        return tickets
+
+    def _unproven(self, why: str, status: int | None) -> Unsettled:
+        return Unsettled(
+            needs_review(
                 "unconfirmed",
-                unconfirmed.format(why="unreadable answer"),
+                f"{self.label} lookup: an earlier attempt may have created the tickets and this "
+                f"account cannot prove they do not exist ({why}; the filters of GET /tickets are "
+                "not documented). Not re-sent, to avoid duplicates: settle at the provider.",
                 http_status=status,
             )
-        if not tickets:
-            return None
-        for ticket in tickets:
-            if ticket.get("qr_code") == code:
-                return ticket
-        # Tickets listed, none with this code: the filter was ignored; absence is unproven.
-        return needs_review(
-            "unconfirmed",
-            unconfirmed.format(why="the qr_code filter is not applied"),
-            http_status=status,
         )
 
-    def _create(
-        self,
-        client: httpx.Client,
-        attempt: Attempt,
-        headers: dict[str, str],
-        body: dict[str, Any],
-        codes: list[str],
-    ) -> Outcome:
-        account = attempt.account
-        request = build_request(
-            client,
-            "POST",
-            join_url(account.base_url, "tickets"),
-            headers=headers,
-            json=body,
+    def _filter_proven(
+        self, client: httpx.Client, account: AccountConfig, secrets: tuple[str, ...]
+    ) -> bool | Unsettled:
+        """Does GET /tickets apply the qr_code filter? Proven by a ticket the channel has: the
+        listing filtered by its code holds it and only tickets with that code (a server that
+        ignores the filter lists others; one that empties any filtered list shows none)."""
+        if account.base_url in self._filter_works:
+            return True
+        unfiltered = self._list(client, account, {"limit": "1"}, secrets)
+        if isinstance(unfiltered, Unsettled):
+            return unfiltered
+        known = next((text(t.get("qr_code")) for t in unfiltered if text(t.get("qr_code"))), None)
+        if known is None:
+            return False
+        filtered = self._list(client, account, {LOOKUP_FILTER: known}, secrets)
+        if isinstance(filtered, Unsettled):
+            return filtered
+        if not filtered or any(t.get("qr_code") != known for t in filtered):
+            return False
+        with self._lock:
+            self._filter_works.add(account.base_url)
+        return True
+
+    def lookup_code(self, call: Call, code: str) -> LookupResult:
+        listed = self._list(call.client, call.account, {LOOKUP_FILTER: code}, call.secrets)
+        if isinstance(listed, Unsettled):
+            return listed
+        for ticket in listed:
+            if ticket.get("qr_code") == code:
+                return Found(ticket)
+        if listed:
+            return self._unproven("the qr_code filter is ignored: the list holds only other tickets", 200)
+        proven = self._filter_proven(call.client, call.account, call.secrets)
+        if isinstance(proven, Unsettled):
+            return proven
+        if proven:
+            return Absent()
+        return self._unproven(
+            "the list is empty, and so is the unfiltered list: nothing shows the filter works", 200
         )
-        if isinstance(request, Outcome):
-            return request
-        response = send(client, request, label=LABEL)
-        if isinstance(response, Outcome):
-            return response
-        secrets = account_secrets(account)
-        detail = error_detail(response, ("message", "error"))
-        if response.is_success:
-            raw = _ticket_list(response)
-            payload = json_or_none(response)
-            if isinstance(payload, dict) and payload.get("success") is False:
-                return failed(
-                    "provider_rejected",
-                    f"{LABEL} answered HTTP {response.status_code} with success=false: "
-                    f"{scrub(detail, secrets=secrets) or 'no details'}",
-                    http_status=response.status_code,
-                )
-            if not raw:
-                return retry(
-                    "malformed_response",
-                    f"{LABEL} answered HTTP {response.status_code} with a body that holds no "
-                    "ticket; the tickets may exist. The next attempt looks them up first.",
-                    http_status=response.status_code,
-                    may_have_created=True,
-                )
-            return issued([normalise(t) for t in raw], None)
-        if response.status_code in (400, 409) and detail and _DUPLICATE_CODE.search(detail):
-            if attempt.in_doubt:
-                # Our codes are derived from our own key: "already exists" is our earlier
-                # attempt. The codes are known, the ticket ids are not.
-                return issued([Ticket(code=code) for code in codes], None, reconciled=True)
-            return failed(
-                "duplicate",
-                f"{LABEL} refused a qr_code of this booking as already used "
-                f"({scrub(detail, secrets=secrets)}), and no earlier attempt of ours could "
-                "have created it.",
-                http_status=response.status_code,
+
+    def probe(self, client: httpx.Client, account: AccountConfig) -> ProbeResult:
+        """GET /tickets with a random code: credentials accepted and a readable list (empty)."""
+        code = codes.new_qr_code()
+        answer = self.request(client, account, "GET", PATH, label=self.label, params={LOOKUP_FILTER: code})
+        problem = probe_problem(answer, self.label)
+        if problem is not None:
+            return problem
+        assert isinstance(answer, httpx.Response)
+        tickets = _ticket_list(answer) if answer.is_success else None
+        if tickets is None:
+            return ProbeResult(
+                False,
+                f"GET /tickets answered HTTP {answer.status_code} without a ticket list: check base_url",
             )
-        return classify_response(response, label=LABEL, detail=detail, secrets=secrets)
+        if tickets:
+            return ProbeResult(
+                True,
+                "credentials accepted; GET /tickets ignores the qr_code filter, so a booking "
+                "whose answer is lost ends needs_review",
+                warning=True,
+            )
+        proven = self._filter_proven(client, account, ())
+        if proven is True:
+            return ProbeResult(
+                True, "credentials accepted; GET /tickets answers an empty list for a random code"
+            )
+        return ProbeResult(
+            True,
+            "credentials accepted; GET /tickets answers an empty list, but the channel has no "
+            "ticket yet to show the qr_code filter works (until it does, a booking whose answer "
+            "is lost ends needs_review)",
+            warning=True,
+        )
 
 
 provider = FourvenuesChannels()

@@ -1,40 +1,36 @@
 """RemyPass: POST {base}/event-tickets/create-from-booking (providers/source/remypass-*.txt).
 
-Idempotency rests on `bookingId`: RemyPass rejects a repeated one. A "duplicate" answer for a
-booking whose earlier attempt may have reached RemyPass means the pass exists: ISSUED,
-reconciled. No lookup by bookingId exists, so a reconciled result holds one ticket with only
-the seat known (ticket_id and code null); an operator can find the pass in `GET /passes`.
+No idempotency header: `bookingId` is unique per account and RemyPass rejects a repeated one.
+A "duplicate" answer is ours only when an earlier attempt of ours may have reached RemyPass
+(the attempt is in doubt: a timeout, a dropped connection, a 5xx): then the pass exists and the
+booking is ISSUED, reconciled. Otherwise (a first attempt, or earlier attempts that could not
+have arrived: a 429, a connect error) the bookingId belongs to another booking: FAILED.
+No lookup by bookingId exists, so a reconciled result holds one ticket with only the seat
+known (ticket_id and code null); an operator finds the pass in `GET /passes`.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Any
 
 import httpx
 
+from schemas.payloads.remypass import RemyPassBooking
 from schemas.result import Ticket
-from worker.providers.base import (
-    Attempt,
-    Outcome,
-    account_secrets,
-    build_request,
-    check_credentials,
-    classify_response,
-    error_detail,
-    failed,
-    issued,
-    join_url,
-    json_or_none,
-    keep_doubt,
-    needs_review,
-    scrub,
-    send,
-)
+from worker.providers.base import Outcome, failed, issued, json_or_none, needs_review, scrub
+from worker.providers.pipeline import Adapter, Auth, Call, ProbeResult, probe_problem
+from worker.settings import AccountConfig
 
-LABEL = "RemyPass"
 PATH = "event-tickets/create-from-booking"
-_DUPLICATE = re.compile(r"duplicate|already exists", re.IGNORECASE)
+# The page says only "duplicate booking IDs are rejected" / "a bookingId that already exists";
+# the answer's wording is not documented, so match the usual phrasings of a uniqueness refusal.
+_DUPLICATE = re.compile(
+    r"duplicat|already\s+(?:exist|used|in\s+use|taken|registered|been|issued|booked)|"
+    r"must\s+be\s+unique|not\s+unique|unique\s+(?:constraint|violation|key)|bookingid\s+exists",
+    re.IGNORECASE,
+)
 
 
 def seat_label(payload: dict[str, Any]) -> str | None:
@@ -52,51 +48,42 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-class RemyPass:
+def _pass_instance(body: object) -> dict[str, Any] | None:
+    """`data.passInstance` of an answer, when it is a pass with an id."""
+    data = body.get("data") if isinstance(body, dict) else None
+    instance = data.get("passInstance") if isinstance(data, dict) else None
+    if isinstance(instance, dict) and _str(instance.get("_id")):
+        return instance
+    return None
+
+
+class RemyPass(Adapter):
     name = "remypass"
+    label = "RemyPass"
+    payload_model = RemyPassBooking
+    sandbox_route = "remypass/api/v1/public"
 
-    def issue(self, client: httpx.Client, attempt: Attempt) -> Outcome:
-        return keep_doubt(self._issue(client, attempt), attempt.in_doubt)
-
-    def _issue(self, client: httpx.Client, attempt: Attempt) -> Outcome:
-        account = attempt.account
-        problem = check_credentials(account, LABEL)
-        if problem is not None:
-            return problem
-        assert account.api_key is not None  # checked above
-        request = build_request(
-            client,
-            "POST",
-            join_url(account.base_url, PATH),
-            headers={
-                "X-API-Key": account.api_key.get_secret_value(),
-                "Accept": "application/json",
-            },
-            json=attempt.payload,
+    def new_generation_refusal(self, payload: dict[str, Any] | None) -> str | None:
+        return super().new_generation_refusal(payload) or (
+            "remypass: bookingId is unique per account at RemyPass; a new generation would be "
+            "answered 'duplicate' (and reconciled as the old ticket), never a new ticket"
         )
-        if isinstance(request, Outcome):
-            return request
-        response = send(client, request, label=LABEL)
-        if isinstance(response, Outcome):
-            return response
-        secrets = account_secrets(account)
-        if response.is_success:
-            return self._created(response, attempt.payload)
-        detail = error_detail(response, ("message", "error"))
-        if response.status_code in (400, 409) and detail and _DUPLICATE.search(detail):
-            return self._duplicate(response, attempt, scrub(detail, secrets=secrets))
-        return classify_response(response, label=LABEL, detail=detail, secrets=secrets)
 
-    def _created(self, response: httpx.Response, payload: dict[str, Any]) -> Outcome:
-        body = json_or_none(response)
-        data = body.get("data") if isinstance(body, dict) else None
-        instance = data.get("passInstance") if isinstance(data, dict) else None
-        if not isinstance(instance, dict) or not _str(instance.get("_id")):
+    def auth(self, account: AccountConfig) -> Auth:
+        assert account.api_key is not None  # missing_credentials ran first
+        return Auth(headers={"X-API-Key": account.api_key.get_secret_value()})
+
+    def create_request(self, call: Call) -> tuple[str, str, dict[str, Any]]:
+        return "POST", PATH, {"json": call.body}
+
+    def parse_created(self, call: Call, response: httpx.Response, detail: str | None) -> Outcome:
+        instance = _pass_instance(json_or_none(response))
+        if instance is None:
             # Not idempotent by key and no lookup: a retry would only say "duplicate".
             return needs_review(
                 "malformed_response",
-                f"{LABEL} answered HTTP {response.status_code} (created) but the body holds no "
-                "passInstance: the pass most likely exists, its id is unknown. Find it in "
+                f"{self.label} answered HTTP {response.status_code} (created) but the body holds "
+                "no passInstance: the pass most likely exists, its id is unknown. Find it in "
                 "RemyPass by bookingId.",
                 http_status=response.status_code,
             )
@@ -105,25 +92,52 @@ class RemyPass:
             ticket_id=pass_id,
             code=_str(instance.get("serialNumber")) or pass_id,
             category=None,
-            seat=seat_label(payload),
+            seat=seat_label(call.body),
         )
         return issued([ticket], pass_id)
 
-    def _duplicate(self, response: httpx.Response, attempt: Attempt, detail: str) -> Outcome:
-        if attempt.in_doubt or attempt.number > 1:
-            # Our own earlier attempt created it: the pass exists, details unknown.
-            ticket = Ticket(
-                ticket_id=None,
-                code=None,
-                category=None,
-                seat=seat_label(attempt.payload),
-            )
-            return issued([ticket], None, reconciled=True)
+    def is_duplicate(self, response: httpx.Response, detail: str | None) -> bool:
+        return response.status_code in (400, 409) and bool(detail) and bool(_DUPLICATE.search(detail or ""))
+
+    def on_duplicate(self, call: Call, response: httpx.Response, detail: str | None) -> Outcome:
+        if call.attempt.in_doubt:
+            # An earlier attempt of ours may have reached RemyPass: it created this pass. The
+            # docs do not say whether the refusal carries the pass; when it does, keep its ids.
+            instance = _pass_instance(json_or_none(response))
+            pass_id = _str(instance.get("_id")) if instance else None
+            code = (_str(instance.get("serialNumber")) or pass_id) if instance else None
+            ticket = Ticket(ticket_id=pass_id, code=code, category=None, seat=seat_label(call.body))
+            return issued([ticket], pass_id, reconciled=True)
         return failed(
             "duplicate",
-            f"{LABEL} already has a booking with this bookingId ({detail}) and no earlier "
-            "attempt of ours could have created it: the bookingId was used by another booking.",
+            f"{self.label}: this bookingId is already used by another booking "
+            f"({scrub(detail, secrets=call.secrets)}); no earlier attempt of ours can have "
+            "reached RemyPass, so it is not this booking's pass.",
             http_status=response.status_code,
+        )
+
+    def probe(self, client: httpx.Client, account: AccountConfig) -> ProbeResult:
+        """GET /passes/{random id}: the documented 404 for an unknown pass."""
+        random_id = secrets.token_hex(12)  # 24 hex characters, the shape of RemyPass ids
+        answer = self.request(client, account, "GET", f"passes/{random_id}", label=self.label)
+        if isinstance(answer, httpx.Response) and answer.status_code == 403:
+            return ProbeResult(
+                False,
+                "RemyPass refused the key (HTTP 403): the key lacks passes:read (the check needs "
+                "it) or the company's plan lacks Public API access",
+            )
+        problem = probe_problem(answer, self.label)
+        if problem is not None:
+            return problem
+        assert isinstance(answer, httpx.Response)
+        body = json_or_none(answer)
+        if answer.status_code == 404 and isinstance(body, dict):
+            return ProbeResult(True, "key accepted; GET /passes/{id} answers not found for an unknown id")
+        return ProbeResult(
+            False,
+            f"GET /passes/{{id}} answered HTTP {answer.status_code} "
+            f"{'with JSON' if body is not None else 'without a JSON body'} for an unknown id, "
+            "not RemyPass's not-found answer: check base_url",
         )
 
 
