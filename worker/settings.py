@@ -340,7 +340,7 @@ def _account(
         account = AccountConfig(provider=provider, name=name, **fields)
     except ValidationError as exc:
         # describe() leaves the input out: pydantic's own text would print the value.
-        raise AccountsError(f"{path}: {where}: {describe(exc)}") from None
+        raise AccountsError(f"{path}: {where}: {describe(exc, known=frozenset(ACCOUNT_KEYS))}") from None
     if not account.sandbox and urlsplit(account.base_url).scheme != "https":
         raise AccountsError(
             f"{path}: {where}: base_url must be an https:// URL (credentials travel with every "
