@@ -13,7 +13,7 @@ from typing import Any
 
 from worker import redis_clients
 from worker.logs import setup_logging
-from worker.ops import errors
+from worker.ops import accounts_check, dead_letters, errors, webhooks_cli
 from worker.ops.reissue_cli import add_arguments as reissue_args
 from worker.redis_clients import Purpose
 from worker.settings import AccountsError, Settings, get_accounts, get_settings, require_accounts_or_sandbox
@@ -261,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     reissue_args(sp)
     sp.set_defaults(fn=cmd_reissue)
     sub.add_parser("schema", help="write schemas/{envelope,result}.schema.json").set_defaults(fn=cmd_schema)
+    accounts_check.add_parser(sub)
+    dead_letters.add_parser(sub)
+    webhooks_cli.add_parser(sub)
     sp = sub.add_parser("dev", help="everything on one machine, embedded defaults")
     sp.add_argument("--demo", action="store_true", help="publish sample bookings of every provider")
     sp.add_argument(
