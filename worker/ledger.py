@@ -71,6 +71,9 @@ class NewBooking:
     payload_sha256: str
     reply_to: str
     metadata: dict[str, str]
+    # 1.1: a cancel names the booking it cancels.
+    operation: str = "issue"
+    cancels: str | None = None
 
 
 def _insert(engine: Engine, values: dict[str, Any]) -> bool:
@@ -107,6 +110,8 @@ def _row_values(b: NewBooking, status: Status, now: datetime) -> dict[str, Any]:
         "reply_to": b.reply_to,
         "message_metadata": b.metadata,
         "in_doubt": False,
+        "operation": b.operation,
+        "cancels": b.cancels,
     }
 
 
@@ -610,3 +615,130 @@ def oldest_unfinished(groups: list[BookingGroup]) -> datetime | None:
     """created_at of the oldest booking not final yet, from booking_groups()."""
     found = [g.oldest_created_at for g in groups if g.status in ACTIVE_STATUSES and g.oldest_created_at]
     return min(found) if found else None
+
+
+# =============================================================================================
+# Cancellations (1.1): a cancel has its own row (operation `cancel`, `cancels` = the booking's
+# message_id). The booking's `cancel_key` names the one cancel that may call the provider's
+# void; every other cancel of it waits for that one and ends with its outcome.
+# =============================================================================================
+
+
+def find_booking(engine: Engine, provider: str, account: str, message_id: str) -> TicketIssuance | None:
+    """The row of `message_id` (its latest generation) for this provider and account, or None."""
+    with engine.connect() as conn:
+        row = (
+            conn.execute(
+                select(T)
+                .where(C.provider == provider, C.account == account, C.message_id == message_id)
+                .order_by(C.generation.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+    return as_row(row) if row is not None else None
+
+
+def take_cancel(engine: Engine, booking_key: str, cancel_key: str) -> str | None:
+    """Make `cancel_key` the booking's one voiding cancel, unless another took it first.
+    Returns the cancel key the booking holds now (ours, another's), None if no row."""
+    with writing(engine) as conn:
+        conn.execute(
+            update(T)
+            .where(C.idempotency_key == booking_key, C.cancel_key.is_(None))
+            .values(cancel_key=cancel_key, updated_at=utcnow())
+        )
+        return cast(
+            "str | None",
+            conn.execute(select(C.cancel_key).where(C.idempotency_key == booking_key)).scalar_one_or_none(),
+        )
+
+
+def mark_booking_cancelled(engine: Engine, booking_key: str, cancel_key: str) -> TicketIssuance | None:
+    """The booking voided at the provider: `issued` -> `cancelled`, its result corrected (a
+    raised revision, to be published again). Only by its voiding cancel; None when the booking
+    is not `issued` any more (already marked: a repeated step)."""
+    now = utcnow()
+    with writing(engine) as conn:
+        row = (
+            conn.execute(
+                update(T)
+                .where(
+                    C.idempotency_key == booking_key,
+                    C.cancel_key == cancel_key,
+                    C.status == Status.ISSUED.value,
+                )
+                .values(
+                    status=Status.CANCELLED.value,
+                    result_revision=C.result_revision + 1,
+                    callback_sent_at=None,
+                    completed_at=now,
+                    updated_at=now,
+                )
+                .returning(*T.c)
+            )
+            .mappings()
+            .first()
+        )
+    return as_row(row) if row is not None else None
+
+
+def cancel_wait(engine: Engine, key: str, delay_s: float) -> bool:
+    """A cancel waiting for its booking (still in flight, or not arrived): `retrying` until
+    `next_attempt_at`, no provider call counted. The sweeper re-drives it if the countdown
+    message is lost. False when the row is final or leased by a worker."""
+    now = utcnow()
+    with writing(engine) as conn:
+        changed = conn.execute(
+            update(T)
+            .where(
+                C.idempotency_key == key,
+                C.status.in_([Status.QUEUED.value, Status.RETRYING.value]),
+            )
+            .values(
+                status=Status.RETRYING.value,
+                next_attempt_at=now + timedelta(seconds=delay_s),
+                updated_at=now,
+            )
+        ).rowcount
+    return bool(changed)
+
+
+def finish_without_call(
+    engine: Engine,
+    key: str,
+    status: Status,
+    error: ResultError | None,
+    *,
+    tickets: list[dict[str, Any]] | None = None,
+    provider_reference: str | None = None,
+    in_doubt: bool = False,
+) -> TicketIssuance | None:
+    """A cancel settled without a provider call (its booking failed, needs review, or another
+    cancel of it decided), or its final status after one. None when it was already final."""
+    values: dict[str, Any] = {"status": status.value, "in_doubt": in_doubt, **_error_values(error)}
+    if tickets is not None:
+        values["tickets"] = tickets
+    if provider_reference is not None:
+        values["provider_reference"] = provider_reference
+    return _finish(engine, key, None, values)
+
+
+def record_cancel_final(
+    engine: Engine,
+    key: str,
+    token: str,
+    status: Status,
+    error: ResultError | None,
+    in_doubt: bool,
+    tickets: list[dict[str, Any]] | None = None,
+    provider_reference: str | None = None,
+) -> TicketIssuance | None:
+    """The final status of a cancel after its own provider call (lease holder only)."""
+    values: dict[str, Any] = {"status": status.value, "in_doubt": in_doubt, **_error_values(error)}
+    if tickets is not None:
+        values["tickets"] = tickets
+    if provider_reference is not None:
+        values["provider_reference"] = provider_reference
+    return _finish(engine, key, token, values)

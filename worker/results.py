@@ -43,6 +43,10 @@ def result_from_row(row: TicketIssuance) -> ResultMessage:
         error=error,
         metadata=row.message_metadata or {},
         completed_at=row.completed_at or utcnow(),
+        # 1.1: a corrected result (a booking voided by a cancel) carries a raised revision.
+        revision=getattr(row, "result_revision", None) or 1,
+        operation=getattr(row, "operation", None) or "issue",
+        cancels=getattr(row, "cancels", None),
     )
 
 

@@ -49,14 +49,22 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_intake(_args: argparse.Namespace) -> int:
-    from worker.app import enqueue_issue, enqueue_issue_many
+    from worker.app import enqueue_cancel, enqueue_issue, enqueue_issue_many
     from worker.db import get_engine
     from worker.intake import Intake
 
     setup_logging()
     settings = get_settings()
     accounts = get_accounts(settings)
-    intake = Intake(_redis("intake"), get_engine(), settings, accounts, enqueue_issue, enqueue_issue_many)
+    intake = Intake(
+        _redis("intake"),
+        get_engine(),
+        settings,
+        accounts,
+        enqueue_issue,
+        enqueue_issue_many,
+        enqueue_cancel=enqueue_cancel,
+    )
     intake.run(_stop_on_signals())
     return 0
 

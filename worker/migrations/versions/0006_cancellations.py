@@ -1,0 +1,45 @@
+"""cancellations: operation, cancels, cancel_key, result_revision
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-02 04:30:00
+
+`operation` (`issue` | `cancel`) and `cancels` (the cancelled booking's message_id) of a row;
+`cancel_key` on a booking: the one cancel allowed to call the provider's void;
+`result_revision`: the revision of the row's result, raised when a final result is corrected.
+Existing rows are issues at revision 1.
+"""
+from alembic import op
+import sqlalchemy as sa
+import sqlmodel  # autogenerate refers to sqlmodel's column types
+
+
+revision = '0006'
+# The chain is 0003 -> 0004 -> 0005 -> 0006 once the branches are integrated; until then this
+# branch merges the heads it has (0003, and 0004 from 0002).
+down_revision = ('0003', '0004')
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('ticket_issuances', schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column('operation', sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False, server_default='issue')
+        )
+        batch_op.add_column(sa.Column('cancels', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True))
+        batch_op.add_column(sa.Column('cancel_key', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=True))
+        batch_op.add_column(sa.Column('result_revision', sa.Integer(), nullable=False, server_default='1'))
+        # A cancel finds the cancels of its booking (the first one settles the rest).
+        batch_op.create_index(
+            'ix_ticket_issuances_cancels', ['provider', 'account', 'cancels'], unique=False
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('ticket_issuances', schema=None) as batch_op:
+        batch_op.drop_index('ix_ticket_issuances_cancels')
+        batch_op.drop_column('result_revision')
+        batch_op.drop_column('cancel_key')
+        batch_op.drop_column('cancels')
+        batch_op.drop_column('operation')
