@@ -234,6 +234,9 @@ def validate_entry(
 # --- 1.1 cancellations -------------------------------------------------------------------
 
 
+_OPTION_NAMES = frozenset(CancelOptions.model_fields)
+
+
 def _validate_cancel(
     env: Envelope, reply_to: str, reject: Callable[[str, str], Rejected]
 ) -> Accepted | Rejected:
@@ -241,17 +244,20 @@ def _validate_cancel(
     cancelled booking exists is the worker's question (it may still be on its way in)."""
     allowed = CANCEL_OPTION_FIELDS.get(env.provider, frozenset())
     options = env.payload or {}
-    unknown = sorted(set(options) - allowed)
+    unknown = [key for key in options if key not in allowed]
     if unknown:
         takes = ", ".join(sorted(allowed)) or "no options"
+        # A producer's own key is named only when it is an option name (it may hold anything).
+        named = sorted({key if key in _OPTION_NAMES else "an unknown field" for key in unknown})
         return reject(
             "invalid_payload",
-            f"a {env.provider} cancel takes {takes} in payload; unexpected: {', '.join(unknown)[:200]}",
+            f"a {env.provider} cancel takes {takes} in payload; unexpected: {', '.join(named)}",
         )
     try:
         CancelOptions.model_validate(options)
     except ValidationError as exc:
-        return reject("invalid_payload", f"cancel payload is invalid: {describe(exc, 'payload', options)}")
+        reason = describe(exc, "payload", options, known=_OPTION_NAMES)
+        return reject("invalid_payload", f"cancel payload is invalid: {reason}")
     return Accepted(
         envelope=env,
         idempotency_key=idempotency_key(env.provider, env.account, env.message_id, 0),
