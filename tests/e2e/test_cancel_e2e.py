@@ -5,7 +5,9 @@ republished with a raised revision; a cancel sent right behind its booking waits
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from schemas.keys import idempotency_key
 from tests.e2e.harness import System, clean_faults, running_system, wait_for
 from tests.helpers import envelope
+from tests.polyglot import LANGUAGES, Example, example, printed
 
 pytestmark = pytest.mark.slow
 PROVIDERS = ["remypass", "fourvenues", "fourvenues_channels", "eguma"]
@@ -97,3 +100,52 @@ def test_a_cancel_right_behind_its_booking_waits_and_voids_once(system: System) 
     booking = final_result(system, "e2e-bk-race", "cancelled", revision=2)
     assert set(voids_of(system, "remypass", booking).values()) == {1}
     assert [first["attempts"], second["attempts"]].count(0) == 1  # only one of them called
+
+
+# --- the producer examples in other languages: book, then cancel with `--cancel` -------------
+
+
+@pytest.fixture(scope="module")
+def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cancel-polyglot-build")
+
+
+@pytest.fixture(scope="module", params=LANGUAGES)
+def lang_example(request: pytest.FixtureRequest, build_dir: Path) -> Example:
+    return example(request.param, build_dir)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_example_cancels_what_it_booked(system: System, lang_example: Example, provider: str) -> None:
+    env = {"REDIS_URL": system.redis_url}
+    booked = lang_example.run("--provider", provider, "--timeout", "60", env=env)
+    out = printed(booked.stdout)
+    assert booked.returncode == 0, booked.stdout + booked.stderr
+    issued = json.loads(out["result"])
+
+    cancelled = lang_example.run(
+        "--provider", provider, "--cancel", out["message_id"], "--timeout", "60", env=env
+    )
+
+    log = cancelled.stdout + cancelled.stderr
+    assert cancelled.returncode == 0, log
+    result = json.loads(printed(cancelled.stdout)["result"])
+    assert (result["status"], result["operation"], result["cancels"]) == (
+        "cancelled",
+        "cancel",
+        out["message_id"],
+    )
+    assert system.row(issued["idempotency_key"]).status == "cancelled"
+    assert set(voids_of(system, provider, issued).values()) == {1}
+
+
+def test_example_exits_non_zero_when_the_cancel_is_not_cancelled(
+    system: System, lang_example: Example
+) -> None:
+    # A message_id never booked: the cancel is rejected (after the worker's grace period).
+    done = lang_example.run(
+        "--provider", "remypass", "--cancel", f"never-booked-{lang_example.language}", "--timeout", "60",
+        env={"REDIS_URL": system.redis_url},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert json.loads(printed(done.stdout)["result"])["status"] == "rejected"
