@@ -17,6 +17,7 @@ from worker import kombu_patches, redis_clients
 from worker.heartbeat import Heartbeat
 from worker.logs import setup_logging
 from worker.settings import Settings, get_settings
+from worker.webhooks.schedule import beat_entries as webhooks_beat_entries
 
 ISSUE_TASK = "ticketrelay.issue"
 ISSUE_BATCH_TASK = "ticketrelay.issue_batch"
@@ -31,6 +32,7 @@ def _schedule(s: Settings) -> dict[str, dict[str, object]]:
             "schedule": s.sweep_interval_s,
             "options": {"expires": s.sweep_interval_s},
         },
+        **webhooks_beat_entries(s),
     }
     if s.reissue_schedule.strip().lower() not in ("", "off", "none", "false"):
         fields = s.reissue_schedule.split()

@@ -10,12 +10,13 @@ that can be repeated safely, so a crash anywhere is repaired by doing the step a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from schemas.result import ResultError, Ticket
@@ -350,13 +351,17 @@ def record_retry(
     return _finish(engine, key, token, values)
 
 
-def mark_callback_sent(engine: Engine, key: str) -> None:
+def mark_callback_sent(engine: Engine, key: str, also: Callable[[Connection], object] | None = None) -> None:
+    """`also` runs in the same transaction: the webhook outbox queues the result's callbacks
+    there, so a result is never marked published without them."""
     with writing(engine) as conn:
         conn.execute(
             update(T)
             .where(C.idempotency_key == key, C.callback_sent_at.is_(None))
             .values(callback_sent_at=utcnow())
         )
+        if also is not None:
+            also(conn)
 
 
 _MARK_SENT = (
@@ -366,12 +371,17 @@ _MARK_SENT = (
 )
 
 
-def mark_callbacks_sent(engine: Engine, keys: list[str]) -> None:
-    """mark_callback_sent for a batch whose results went out in one pipeline: one statement."""
+def mark_callbacks_sent(
+    engine: Engine, keys: list[str], also: Callable[[Connection], object] | None = None
+) -> None:
+    """mark_callback_sent for a batch whose results went out in one pipeline: one statement
+    (and `also`, in the same transaction)."""
     if not keys:
         return
     with writing(engine) as conn:
         conn.execute(_MARK_SENT, {"b_keys": keys, "b_now": utcnow()})
+        if also is not None:
+            also(conn)
 
 
 def stale_keys(engine: Engine, stale_after_s: float, limit: int) -> list[str]:

@@ -13,10 +13,11 @@ from typing import Any
 
 from worker import redis_clients
 from worker.logs import setup_logging
-from worker.ops import errors
+from worker.ops import accounts_check, dead_letters, errors, webhooks_cli
 from worker.ops.reissue_cli import add_arguments as reissue_args
 from worker.redis_clients import Purpose
 from worker.settings import Settings, get_accounts, get_settings
+from worker.version import VERSION
 
 
 def _redis(purpose: Purpose = "ops") -> Any:
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=errors.EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"ticketrelay {VERSION}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
     sub.add_parser("intake", help="consume the bookings stream").set_defaults(fn=cmd_intake)
@@ -247,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     reissue_args(sp)
     sp.set_defaults(fn=cmd_reissue)
     sub.add_parser("schema", help="write schemas/{envelope,result}.schema.json").set_defaults(fn=cmd_schema)
+    accounts_check.add_parser(sub)
+    dead_letters.add_parser(sub)
+    webhooks_cli.add_parser(sub)
     sp = sub.add_parser("dev", help="everything on one machine, embedded defaults")
     sp.add_argument("--demo", action="store_true", help="publish sample bookings of every provider")
     sp.set_defaults(fn=cmd_dev)

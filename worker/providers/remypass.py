@@ -19,7 +19,7 @@ import httpx
 
 from schemas.payloads.remypass import RemyPassBooking
 from schemas.result import Ticket
-from worker.providers.base import Outcome, failed, issued, json_or_none, needs_review, scrub
+from worker.providers.base import Outcome, failed, issued, json_or_none, needs_review
 from worker.providers.pipeline import Adapter, Auth, Call, ProbeResult, probe_problem
 from worker.settings import AccountConfig
 
@@ -111,7 +111,7 @@ class RemyPass(Adapter):
         return failed(
             "duplicate",
             f"{self.label}: this bookingId is already used by another booking "
-            f"({scrub(detail, secrets=call.secrets)}); no earlier attempt of ours can have "
+            f"({call.said(detail)}); no earlier attempt of ours can have "
             "reached RemyPass, so it is not this booking's pass.",
             http_status=response.status_code,
         )

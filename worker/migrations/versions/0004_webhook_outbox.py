@@ -10,7 +10,7 @@ import sqlmodel  # autogenerate refers to sqlmodel's column types
 
 
 revision = '0004'
-down_revision = '0002'
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 

@@ -15,9 +15,9 @@ import sqlmodel  # autogenerate refers to sqlmodel's column types
 
 
 revision = '0006'
-# The chain is 0003 -> 0004 -> 0005 -> 0006 once the branches are integrated; until then this
-# branch merges the heads it has (0003, and 0004 from 0002).
-down_revision = ('0003', '0004')
+# The chain is 0003 -> 0004 -> 0005 -> 0006 once the branches are integrated: set this to
+# '0005' then. Until 0005 (ticket attempts) is merged, this branch's newest head is 0004.
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
