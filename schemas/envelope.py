@@ -8,6 +8,10 @@ ProviderName = Literal["remypass", "fourvenues", "fourvenues_channels", "eguma"]
 PROVIDERS: tuple[str, ...] = ("remypass", "fourvenues", "fourvenues_channels", "eguma")
 MESSAGE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 ACCOUNT_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+# A results stream key: it becomes a Redis key and a SQL value, so only a plain charset (the
+# configured prefix is checked by the worker, which knows it).
+REPLY_TO_PATTERN = r"^[A-Za-z0-9:._-]{1,256}$"
+MAX_REPLY_TO = 256
 MAX_METADATA_KEYS = 32
 
 
@@ -33,9 +37,11 @@ class Envelope(BaseModel):
     )
     reply_to: str | None = Field(
         None,
-        min_length=1,
-        max_length=256,
-        description="Results stream key; must start with the configured results prefix.",
+        pattern=REPLY_TO_PATTERN,
+        description=(
+            "Results stream key: the configured results prefix (default `ticketrelay:results`), "
+            "then only A-Za-z0-9 and `:._-`, at most 256 characters in all."
+        ),
     )
     metadata: dict[str, str] = Field(
         default_factory=dict,

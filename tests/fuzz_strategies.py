@@ -134,6 +134,12 @@ ODD = [
     "%s{0}",
     "\ud800",  # lone surrogates: not Unicode text at all
     "\udfff",
+    "a\x00b",  # NUL: PostgreSQL text refuses it, a Redis key or a C string cuts at it
+    "\x00\x00",
+    "\x7f",
+    "\x85",  # C1 "next line"
+    "\x1f",
+    "\x08",
 ]
 surrogates = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, categories=["Cs"])
 odd_text = st.one_of(
@@ -161,6 +167,19 @@ BAD_DATES = [
     "2026-12-25T19:30:00Z\n",
 ]
 EXTRA_KEYS = ["extra", "x_extra", "Quantity", "customer ", "__proto__", "qr_code", "message_id", "id"]
+# Keys no schema knows, carrying personal data and characters no SQL text column, Redis key or
+# log line should see: a rejection must name them by position, never by their text.
+ODD_KEYS = [
+    "Secretcustomer\x00",
+    "\x00",
+    "a\x00b",
+    "\ud800",
+    "Janexq\udfff",
+    "\x1b[31mSECRETDOC",
+    "\u202e600123987",
+    "k\n\rk",
+    "",
+]
 
 Draw = Callable[[st.SearchStrategy[Any]], Any]
 Slot = tuple[Any, Any]  # (parent container, key or index)
@@ -241,6 +260,21 @@ def op_extra_field(draw: Draw, env: dict[str, Any]) -> None:
     target[draw(st.sampled_from(EXTRA_KEYS))] = draw(json_values)
 
 
+def op_odd_key(draw: Draw, env: dict[str, Any]) -> None:
+    """Rename a key of any object (the envelope, the payload, metadata, a nested object), or add
+    one, so that its name carries NUL, surrogates, control characters or personal data."""
+    dicts = [env] + [p[k] for p, k in slots(env) if isinstance(p[k], dict)]
+    target = draw(st.sampled_from(dicts))
+    odd = draw(st.one_of(st.sampled_from(ODD_KEYS), odd_text))
+    keys = list(target)
+    if keys and draw(st.booleans()):
+        old = draw(st.sampled_from(keys))
+        at = draw(st.integers(0, len(old)))
+        target[old[:at] + odd + old[at:]] = target.pop(old)
+    else:
+        target[odd] = draw(st.one_of(json_values, odd_text))
+
+
 def op_provider_rule(draw: Draw, env: dict[str, Any]) -> None:
     """Break (or stretch) a provider's documented rule."""
     p = env.get("payload")
@@ -277,11 +311,44 @@ def op_envelope_field(draw: Draw, env: dict[str, Any]) -> None:
     field, values = draw(
         st.sampled_from(
             [
-                ("message_id", ["", "x" * 129, "has space", "ünï", "m\n", "m-1\n", 7, None]),
+                (
+                    "message_id",
+                    ["", "x" * 129, "has space", "ünï", "m\n", "m-1\n", 7, None, "m\x00", "m\ud800"],
+                ),
                 ("provider", ["ticketmaster", "EGUMA", "", 1, None]),
                 ("account", ["nobody", "", "a b", "default\n", 5]),
-                ("reply_to", ["elsewhere", "", "ticketrelay:results:" + "x" * 300, 3]),
-                ("metadata", [{"k": 1}, {str(i): "v" for i in range(33)}, [], "x", {"k": "ünï🎟"}]),
+                (
+                    "reply_to",
+                    [
+                        "elsewhere",
+                        "",
+                        "ticketrelay:results:" + "x" * 300,
+                        "ticketrelay:results:" + "x" * 236,  # 256 in all: the longest allowed
+                        3,
+                        "ticketrelay:results:a\x00b",
+                        "ticketrelay:results:\ud800",
+                        "ticketrelay:results:a b",
+                        "ticketrelay:results:\n",
+                        "ticketrelay:results:é",
+                        "ticketrelay:results:*",
+                        "ticketrelay:results:ok.1_2-3",
+                    ],
+                ),
+                (
+                    "metadata",
+                    [
+                        {"k": 1},
+                        {str(i): "v" for i in range(33)},
+                        [],
+                        "x",
+                        {"k": "ünï🎟"},
+                        {"k\x00": "v"},
+                        {"k": "v\x00"},
+                        {"\ud800": "v"},
+                        {"k": "\udfff"},
+                        {"\x1b[2J": "\x07"},
+                    ],
+                ),
                 ("version", [2, 0, "1", 1.0, True, None]),
                 ("payload", [[], "x", None, {}, 1]),
             ]
@@ -301,6 +368,7 @@ OPS = [
     op_extra_field,
     op_provider_rule,
     op_envelope_field,
+    op_odd_key,
 ]
 
 

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -26,6 +27,7 @@ from worker import ledger, metrics, retention
 from worker.heartbeat import Heartbeat
 from worker.results import dead_letter, publish_result, result_from_row
 from worker.settings import AccountConfig, Settings
+from worker.transient import error_label, is_transient, where
 from worker.validation import Accepted, Rejected, validate_entry
 
 log = logging.getLogger("ticketrelay.intake")
@@ -33,10 +35,12 @@ log = logging.getLogger("ticketrelay.intake")
 Enqueue = Callable[[str], None]
 EnqueueMany = Callable[[list[str]], None]
 
-# Errors after which the entry must be tried again, not dead-lettered: the outside is down.
-# BrokerError: Celery's send_task wraps a refused or lost broker connection in kombu's
-# OperationalError, which is neither a redis error nor an OSError.
+# What the run loop waits out (with a backoff) when it escapes a read. Which errors escape is
+# decided per entry by worker.transient.is_transient: an outage leaves the read pending, a refusal
+# of one entry's data dead-letters that entry. BrokerError: Celery's send_task wraps a refused
+# or lost broker connection in kombu's OperationalError, neither a redis error nor an OSError.
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, SQLAlchemyError, OSError, BrokerError)
+UNSTORABLE = "unstorable_message"
 
 
 class Intake:
@@ -73,7 +77,10 @@ class Intake:
         """A valid entry whose key already has a row: a resend, or a different payload.
         `sent`: this read already enqueued the key, so a queued row needs nothing more."""
         existing = ledger.get(self.engine, ok.idempotency_key)
-        assert existing is not None  # the insert conflicted on this key
+        if existing is None:
+            # No row after all: an earlier entry of this read with the same key was refused
+            # by the database. This one is judged on its own.
+            return self._accept_one(entry_id, fields, ok, sent)
         if existing.payload_sha256 != ok.payload_sha256:
             return self._conflict(entry_id, fields, existing.message_id)
         if ledger.is_final(existing):
@@ -85,8 +92,61 @@ class Intake:
             self.enqueue(ok.idempotency_key)
         return "duplicate"
 
+    def _accept_one(self, entry_id: str, fields: dict[Any, Any], ok: Accepted, sent: bool = False) -> str:
+        """One valid entry in a transaction of its own: what a read falls back to when its
+        batch was refused, so that only the entry the database refuses is dead-lettered."""
+        try:
+            created = ledger.create_queued(self.engine, ok.booking())
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            return self._unstorable(entry_id, fields, ok, exc)
+        if not created:
+            return self._existing(entry_id, fields, ok, sent)
+        self.enqueue(ok.idempotency_key)
+        log.info("accepted", extra={"event": "accepted", **self._ids(ok.booking())})
+        return "accepted"
+
+    def _unstorable(self, entry_id: str, fields: dict[Any, Any], ok: Accepted, exc: BaseException) -> str:
+        """A valid envelope the database refuses for good: rejected, like an invalid one."""
+        env = ok.envelope
+        label = error_label(exc)
+        log.warning(
+            "the database refused an entry; dead-lettered",
+            extra={"event": "unstorable", "error": label, "where": where(exc), "entry_id": entry_id},
+        )
+        bad = Rejected(
+            UNSTORABLE,
+            f"the database refused this message ({label}); nothing was sent to the provider",
+            message_id=env.message_id,
+            provider=env.provider,
+            account=env.account,
+            reply_to=ok.reply_to,
+            metadata=env.metadata,
+            raw_sha256=ok.payload_sha256,
+        )
+        return self._reject(entry_id, fields, bad)
+
+    def _store_rejected(self, booking: ledger.NewBooking, error: ResultError) -> bool | None:
+        """The `rejected` row: True when written now, False when the key already has a row,
+        None when the database refuses it even without the producer's metadata and reply_to
+        (then there is no row and no result, only the dead letter)."""
+        plain = replace(booking, metadata={}, reply_to=self.settings.results_stream)
+        for candidate in (booking, plain):
+            try:
+                return ledger.create_rejected(self.engine, candidate, error)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                log.warning(
+                    "the database refused a rejected row",
+                    extra={"event": "rejected_row_refused", "error": error_label(exc), "where": where(exc)},
+                )
+        return None
+
     def _reject(self, entry_id: str, fields: dict[Any, Any], bad: Rejected) -> str:
         key = bad.idempotency_key
+        stored: bool | None = None
         if key is not None:
             booking = ledger.NewBooking(
                 idempotency_key=key,
@@ -100,7 +160,8 @@ class Intake:
                 metadata=bad.metadata,
             )
             error = ResultError(type=bad.error_type, message=bad.reason, retryable=False)
-            if not ledger.create_rejected(self.engine, booking, error):
+            stored = self._store_rejected(booking, error)
+            if stored is False:
                 existing = ledger.get(self.engine, key)
                 assert existing is not None
                 if existing.status != Status.REJECTED:
@@ -117,7 +178,7 @@ class Intake:
             self.settings.dead_maxlen,
         )
         metrics.dead_letter(self.client, self.settings, bad.error_type)
-        if key is not None:
+        if key is not None and stored is not None:
             row = ledger.get(self.engine, key)
             assert row is not None
             self._publish(row)
@@ -155,7 +216,13 @@ class Intake:
         return "conflict"
 
     def _publish(self, row: Any) -> None:
-        publish_result(self.client, row.reply_to, result_from_row(row), self.settings.results_maxlen)
+        publish_result(
+            self.client,
+            row.reply_to,
+            result_from_row(row),
+            self.settings.results_maxlen,
+            default_stream=self.settings.results_stream,
+        )
         ledger.mark_callback_sent(self.engine, row.idempotency_key)
 
     @staticmethod
@@ -244,26 +311,39 @@ class Intake:
 
         new_keys: list[str] = []
         if fresh:
+            bookings = {ok.idempotency_key: ok.booking() for _e, _f, ok in fresh}
             try:
-                bookings = {ok.idempotency_key: ok.booking() for _e, _f, ok in fresh}
                 created = ledger.create_queued_many(self.engine, list(bookings.values()))
-            except TRANSIENT:
-                self._own_pending = True
-                raise
-            except Exception:
-                # Not an outage: something about one entry. Take them one by one, so that only
-                # the entry at fault is dead-lettered.
-                log.exception("batch insert failed; one by one", extra={"event": "batch_fallback"})
-                again = fresh + again
-                fresh, created = [], set()
+            except Exception as exc:
+                if is_transient(exc):
+                    self._own_pending = True
+                    raise
+                # Not an outage: the database refuses something in this read (and will again).
+                # One transaction per entry finds it; only that entry is dead-lettered.
+                log.warning(
+                    "batch insert refused; one entry at a time",
+                    extra={"event": "batch_fallback", "error": error_label(exc), "where": where(exc)},
+                )
+                enqueued: set[str] = set()
+                for eid, fields, ok in fresh + again:
+                    key = ok.idempotency_key
+                    step = partial(self._accept_one, eid, fields, ok, key in enqueued)
+                    if self._guarded(eid, fields, step) == "accepted":
+                        enqueued.add(key)
+                    acked.append(eid)
+                return
             new_keys = [ok.idempotency_key for _e, _f, ok in fresh if ok.idempotency_key in created]
             if new_keys:
                 try:
                     self.enqueue_many(new_keys)
-                except TRANSIENT:
+                except Exception as exc:
                     # Rows written, tasks not sent: the entries are read again and, finding
-                    # their rows queued, enqueued again.
+                    # their rows queued, enqueued again (keys are ours: nothing to blame on
+                    # an entry, so any failure here is waited out).
                     self._own_pending = True
+                    if is_transient(exc):
+                        raise
+                    log.error("enqueue failed", extra={"event": "enqueue_failed", "error": error_label(exc)})
                     raise
             for eid, fields, ok in fresh:
                 if ok.idempotency_key in created:
@@ -286,24 +366,34 @@ class Intake:
         error dead-letters this entry, so a bug never turns one entry into a crash loop."""
         try:
             return step()
-        except TRANSIENT:
-            self._own_pending = True
-            raise
         except Exception as exc:
-            log.exception("internal error on entry", extra={"event": "internal_error", "entry_id": eid})
+            if is_transient(exc):
+                self._own_pending = True
+                raise
+            # Type and place only: the message of a driver error quotes the entry's data.
+            log.error(
+                "internal error on entry",
+                extra={
+                    "event": "internal_error",
+                    "entry_id": eid,
+                    "error": error_label(exc),
+                    "where": where(exc),
+                },
+            )
             try:
                 dead_letter(
                     self.client,
                     self.settings.dead_stream,
                     fields,
-                    f"internal_error: {type(exc).__name__}",
+                    f"internal_error: {error_label(exc)}",
                     eid,
                     self.stream,
                     self.settings.dead_maxlen,
                 )
-            except TRANSIENT:
-                raise
-            except Exception:
+            except Exception as dead_exc:
+                if is_transient(dead_exc):
+                    self._own_pending = True
+                    raise
                 # Even the dead letter fails on this entry: acknowledge it anyway (it stays
                 # in the stream under its id for an operator) rather than loop on it.
                 log.critical(
@@ -348,9 +438,18 @@ class Intake:
                 log.warning(
                     "waiting for redis/database: %s",
                     type(exc).__name__,
-                    extra={"event": "unavailable", "error": type(exc).__name__},
+                    extra={"event": "unavailable", "error": error_label(exc)},
                 )
                 group_ready = False
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10)
+            except Exception as exc:
+                # Entries are judged one by one, so this is a bug outside any entry: keep the
+                # loop alive (a dead intake thread stops every booking) and say where.
+                log.error(
+                    "intake loop error",
+                    extra={"event": "loop_error", "error": error_label(exc), "where": where(exc)},
+                )
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10)
         self.heartbeat.clear()

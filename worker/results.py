@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
 import redis
 
+from schemas.envelope import REPLY_TO_PATTERN
+from schemas.errors import clean_text
 from schemas.result import ResultError, ResultMessage, Ticket
 from schemas.table import TicketIssuance
 from worker.ledger import utcnow
+from worker.settings import get_settings
+
+log = logging.getLogger("ticketrelay.results")
+
+_STREAM_NAME = re.compile(REPLY_TO_PATTERN)
+MAX_DEAD_REASON = 300
 
 
 def result_from_row(row: TicketIssuance) -> ResultMessage:
@@ -40,23 +50,79 @@ def encode_result(result: ResultMessage) -> str:
     return result.model_dump_json()
 
 
+def _target(stream: str, default: str) -> str:
+    """The stream a result goes to. A reply_to is checked at intake, but a row may predate the
+    check (or come from a re-issue file): a name outside the plain charset never becomes a
+    Redis key, its result goes to the default stream instead. The configured stream itself is
+    the operator's choice (a Redis Cluster hash tag may need braces) and is always taken."""
+    if stream == default or _STREAM_NAME.fullmatch(stream):
+        return stream
+    log.warning(
+        "reply_to is not a valid stream name; result sent to the default stream",
+        extra={"event": "reply_to_invalid"},
+    )
+    return default
+
+
+def _default_stream(default: str | None) -> str:
+    return default if default is not None else get_settings().results_stream
+
+
 def publish_result(
-    client: redis.Redis, stream: str, result: ResultMessage, maxlen: int | None = None
+    client: redis.Redis,
+    stream: str,
+    result: ResultMessage,
+    maxlen: int | None = None,
+    default_stream: str | None = None,
 ) -> None:
     """`maxlen` (here and below; None or 0: unbounded) caps the stream as we write, so Redis
     (noeviction) never fills up. Approximate (`~`): Redis drops whole macro-nodes only, which
-    costs next to nothing per write; the stream stays a little above the cap, not at it."""
-    client.xadd(stream, {"result": encode_result(result)}, maxlen=maxlen or None, approximate=True)
+    costs next to nothing per write; the stream stays a little above the cap, not at it.
+    `default_stream` (default: the configured results stream) takes a result whose reply_to
+    cannot: an invalid name, or a key that holds something other than a stream."""
+    publish_results(client, [(stream, result)], maxlen, default_stream)
 
 
 def publish_results(
-    client: redis.Redis, results: list[tuple[str, ResultMessage]], maxlen: int | None = None
+    client: redis.Redis,
+    results: list[tuple[str, ResultMessage]],
+    maxlen: int | None = None,
+    default_stream: str | None = None,
 ) -> None:
-    """Several results, each onto its own reply_to stream, in one round trip."""
+    """Several results, each onto its own reply_to stream, in one round trip. A producer's
+    reply_to can refuse a result for good (its key holds a string, a list ...): that result
+    goes to the default stream, and the others of the batch are not held up by it."""
+    if not results:
+        return
+    default = _default_stream(default_stream)
+    targets = [(_target(stream, default), encode_result(result)) for stream, result in results]
     pipe = client.pipeline(transaction=False)
-    for stream, result in results:
-        pipe.xadd(stream, {"result": encode_result(result)}, maxlen=maxlen or None, approximate=True)
-    pipe.execute()
+    for stream, text in targets:
+        pipe.xadd(stream, {"result": text}, maxlen=maxlen or None, approximate=True)
+    # A lost connection still raises; only per-command refusals come back as values.
+    answers = pipe.execute(raise_on_error=False)
+    refused = [
+        text
+        for (stream, text), answer in zip(targets, answers, strict=True)
+        if isinstance(answer, redis.ResponseError) and stream != default
+    ]
+    failed_default = [
+        answer
+        for (stream, _text), answer in zip(targets, answers, strict=True)
+        if isinstance(answer, Exception) and stream == default
+    ]
+    if failed_default:  # our own stream refused: not the producer's doing, fail loudly
+        raise failed_default[0]
+    if refused:
+        log.warning(
+            "a reply_to stream refused %d result(s); sent to the default stream",
+            len(refused),
+            extra={"event": "reply_to_refused"},
+        )
+        pipe = client.pipeline(transaction=False)
+        for text in refused:
+            pipe.xadd(default, {"result": text}, maxlen=maxlen or None, approximate=True)
+        pipe.execute()
 
 
 def dead_letter(
@@ -77,7 +143,8 @@ def dead_letter(
         entry[b"orig_" + name if name.startswith(b"dead_") else key] = value
     entry.update(
         {
-            "dead_reason": reason,
+            # Never a producer's control characters or an unbounded text in our own field.
+            "dead_reason": clean_text(reason, MAX_DEAD_REASON),
             "dead_entry_id": entry_id or "",
             "dead_stream": source_stream,
             "dead_at": utcnow().isoformat(),

@@ -10,8 +10,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.envelope import ACCOUNT_PATTERN, MESSAGE_ID_PATTERN, PROVIDERS, Envelope
-from schemas.errors import describe
+from schemas.envelope import (
+    ACCOUNT_PATTERN,
+    MAX_REPLY_TO,
+    MESSAGE_ID_PATTERN,
+    PROVIDERS,
+    REPLY_TO_PATTERN,
+    Envelope,
+)
+from schemas.errors import clean_text, describe
 from schemas.keys import idempotency_key
 from schemas.payloads import PAYLOAD_MODELS
 from worker.ledger import NewBooking
@@ -19,6 +26,7 @@ from worker.settings import AccountConfig, Settings
 
 _MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
 _ACCOUNT = re.compile(ACCOUNT_PATTERN)
+_REPLY_TO = re.compile(REPLY_TO_PATTERN)
 # Used only to find the message_id of an entry too large to parse.
 _MESSAGE_ID_IN_TEXT = re.compile(rb'"message_id"\s*:\s*"([A-Za-z0-9._:-]{1,128})"')
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -58,11 +66,22 @@ class Rejected:
     metadata: dict[str, str] = field(default_factory=dict)
     raw_sha256: str = ""
 
+    def __post_init__(self) -> None:
+        # Whoever builds a rejection, its reason goes into SQL, Redis, a result and the log:
+        # printable, one line, bounded.
+        object.__setattr__(self, "reason", clean_text(self.reason))
+
     @property
     def idempotency_key(self) -> str | None:
         if self.message_id is None:
             return None
         return idempotency_key(self.provider, self.account, self.message_id, 0)
+
+
+def reply_to_ok(value: str, prefix: str) -> bool:
+    """The configured prefix, then only `A-Za-z0-9:._-`, at most 256 characters in all: the
+    key becomes a Redis stream name and a SQL value, so nothing else may reach either."""
+    return len(value) <= MAX_REPLY_TO and value.startswith(prefix) and _REPLY_TO.fullmatch(value) is not None
 
 
 def payload_hash(payload: Any) -> str:
@@ -90,7 +109,7 @@ def _identity(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
     if isinstance(acct, str) and _ACCOUNT.fullmatch(acct):
         out["account"] = acct
     reply_to = data.get("reply_to")
-    if isinstance(reply_to, str) and reply_to.startswith(settings.reply_to_prefix) and len(reply_to) <= 256:
+    if isinstance(reply_to, str) and reply_to_ok(reply_to, settings.reply_to_prefix):
         out["reply_to"] = reply_to
     meta = data.get("metadata")
     if (
@@ -170,26 +189,30 @@ def validate_entry(
     except ValidationError as exc:
         provider = data.get("provider")
         if "provider" not in ident and provider is not None:
-            return reject("unknown_provider", describe(exc))
-        return reject("invalid_envelope", describe(exc))
+            return reject("unknown_provider", describe(exc, data=data))
+        return reject("invalid_envelope", describe(exc, data=data))
     except RecursionError:
         return reject("invalid_envelope", "the envelope is nested too deeply")
 
     reply_to = env.reply_to or settings.results_stream
-    if not reply_to.startswith(settings.reply_to_prefix):
-        return reject("invalid_envelope", f"reply_to must start with the prefix {settings.reply_to_prefix!r}")
+    if not reply_to_ok(reply_to, settings.reply_to_prefix):
+        return reject(
+            "invalid_envelope",
+            f"reply_to must start with the prefix {settings.reply_to_prefix!r} and hold only "
+            "A-Za-z0-9 and :._- (at most 256 characters)",
+        )
     account = accounts.get((env.provider, env.account))
     if account is None:
-        return reject(
-            "unknown_account", f"no account {env.account!r} is configured for provider {env.provider}"
-        )
+        return reject("unknown_account", f"no account of that name is configured for provider {env.provider}")
     missing = account.missing_credentials()
     if missing is not None:
         return reject("missing_credentials", missing)
     try:
         PAYLOAD_MODELS[env.provider].model_validate(env.payload)
     except ValidationError as exc:
-        return reject("invalid_payload", f"{env.provider} payload is invalid: {describe(exc, 'payload')}")
+        return reject(
+            "invalid_payload", f"{env.provider} payload is invalid: {describe(exc, 'payload', env.payload)}"
+        )
     except RecursionError:
         return reject("invalid_payload", "the payload is nested too deeply")
 

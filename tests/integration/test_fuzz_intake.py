@@ -1,4 +1,5 @@
-"""Property-based fuzzing of the intake against a real Redis and a real SQLite file.
+"""Property-based fuzzing of the intake against a real Redis and a real database (SQLite and
+PostgreSQL, the production database: it refuses text SQLite takes, NUL bytes first).
 
 A hypothesis-generated batch of raw entries (valid envelopes mixed with mutated ones, garbage
 bytes, malformed JSON, non-object JSON and entries without a `message` field) is XADDed to the
@@ -6,16 +7,20 @@ intake stream and drained with Intake.run_once. Whatever the batch: intake never
 entry is acknowledged and answered (a ledger row plus one enqueued key, or one dead letter that
 keeps the entry untouched), and every rejected entry whose message_id can be read gets a
 `rejected` row and result. A second message under an accepted message_id with another payload
-is refused ("different payload") and changes nothing.
+is refused ("different payload") and changes nothing. NUL bytes, lone surrogates and control
+characters go into every string and every key (reply_to, message_id, metadata, payload): no
+reason, dead letter or result repeats them, and no Redis key is made of them.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections import Counter
 from typing import Any
 
+import pytest
 import redis
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -23,12 +28,16 @@ from sqlalchemy import delete, func, select
 
 from schemas.keys import idempotency_key
 from tests.fuzz_strategies import (
+    PII_MARKERS,
     PROVIDERS,
     encode,
     json_values,
     mutated_envelopes,
     names,
     no_message_fields,
+    op_envelope_field,
+    op_odd_chars,
+    op_odd_key,
     pii_envelope,
     raw_messages,
     with_names,
@@ -48,16 +57,34 @@ PLACEHOLDER = b"fz-1"  # the message_id of every generated envelope, made unique
 _runs = itertools.count()
 
 Fields = dict[Any, Any]
+PLAIN_KEY = re.compile(rb"[A-Za-z0-9:._-]+")
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff\ud800-\udfff]")
+
+
+@pytest.fixture
+def db_settings(settings: Settings, database_url: str) -> Settings:
+    """The test settings on each database of the `database_url` fixture."""
+    return settings.model_copy(update={"database_url": database_url})
+
+
+def printable_and_clean(text: str, limit: int) -> None:
+    assert len(text) <= limit and not UNPRINTABLE.search(text), text
+    for marker in PII_MARKERS:
+        assert marker not in text, (marker, text)
 
 
 @st.composite
 def raw_entries(draw: Any) -> Fields:
-    kind = draw(st.sampled_from(["valid", "valid", "mutated", "mutated", "garbage", "no_message"]))
+    kind = draw(st.sampled_from(["valid", "valid", "mutated", "mutated", "odd", "garbage", "no_message"]))
     if kind == "valid":
         env = pii_envelope(draw(st.sampled_from(PROVIDERS)), PLACEHOLDER.decode())
         return {b"message": encode(env, draw(st.booleans()))}
     if kind == "mutated":
         return {b"message": encode(draw(mutated_envelopes(PLACEHOLDER.decode())), draw(st.booleans()))}
+    if kind == "odd":  # NUL, surrogates, control characters in keys and in envelope fields
+        ops = [op_odd_key, op_envelope_field, op_odd_chars]
+        env = draw(mutated_envelopes(PLACEHOLDER.decode(), ops=ops))
+        return {b"message": encode(env, draw(st.booleans()))}
     if kind == "garbage":  # bytes, text, any JSON, deep nesting, truncated or UTF-16 envelopes
         return {b"message": draw(st.one_of(raw_messages, json_values.map(lambda v: json.dumps(v).encode())))}
     return draw(no_message_fields.filter(bool))
@@ -112,8 +139,9 @@ def untouched(entry: dict[bytes, bytes]) -> dict[bytes, bytes]:
 @WITH_FIXTURES
 @given(batch=st.lists(raw_entries(), min_size=1, max_size=12))
 def test_every_entry_of_a_random_batch_is_acknowledged_and_answered(
-    redis_client: redis.Redis, settings: Settings, batch: list[Fields]
+    redis_client: redis.Redis, db_settings: Settings, batch: list[Fields]
 ) -> None:
+    settings = db_settings
     intake, enqueued = reset(redis_client, settings)
     run = next(_runs)
     for i, fields in enumerate(batch):
@@ -145,6 +173,7 @@ def test_every_entry_of_a_random_batch_is_acknowledged_and_answered(
         fields, bad = rejected[d.pop(b"dead_entry_id").decode()]
         reason = d.pop(b"dead_reason").decode()
         assert reason.startswith(f"{bad.error_type}: "), reason
+        printable_and_clean(reason, 300)
         assert d.pop(b"dead_stream") == STREAM.encode() and d.pop(b"dead_at")
         assert d == untouched(fields)
 
@@ -154,11 +183,16 @@ def test_every_entry_of_a_random_batch_is_acknowledged_and_answered(
     assert Counter(r["message_id"] for r in results) == Counter(v.message_id for v in readable)
     for r in results:
         assert r["status"] == "rejected" and r["attempts"] == 0 and r["tickets"] == []
+        printable_and_clean(r["error"]["message"], 300)
         assert r["idempotency_key"] == idempotency_key(r["provider"], r["account"], r["message_id"])
         row = ledger.get(intake.engine, r["idempotency_key"])
         assert row is not None and row.status == "rejected" and row.payload is None
     keys = {v.idempotency_key for v in accepted} | {v.idempotency_key for v in readable}
     assert row_count(intake) == len(keys)
+    # Every key intake made (streams, group, metrics) has a plain name: none from a producer's
+    # odd reply_to.
+    made: Any = list(redis_client.scan_iter())
+    assert all(PLAIN_KEY.fullmatch(k) for k in made), made
     intake.engine.dispose()
 
 
@@ -187,7 +221,7 @@ def two_payloads(draw: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
 )
 def test_same_message_id_with_another_payload_is_refused_and_changes_nothing(
     redis_client: redis.Redis,
-    settings: Settings,
+    db_settings: Settings,
     pair: tuple[str, dict[str, Any], dict[str, Any]],
     second_invalid: bool,
     first_final: bool,
@@ -198,6 +232,7 @@ def test_same_message_id_with_another_payload_is_refused_and_changes_nothing(
     first["message_id"] = second["message_id"] = mid
     if second_invalid:  # a corrected-then-broken resend: invalid, but its message_id is readable
         second["payload"].pop(sorted(second["payload"])[0])
+    settings = db_settings
     intake, enqueued = reset(redis_client, settings)
     key = idempotency_key(provider, "default", mid)
 

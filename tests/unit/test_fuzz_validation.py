@@ -38,7 +38,9 @@ from tests.fuzz_strategies import (
     names_of,
     no_message_fields,
     op_bad_number,
+    op_envelope_field,
     op_odd_chars,
+    op_odd_key,
     raw_messages,
     unicode_metadata,
     with_names,
@@ -63,6 +65,10 @@ ERROR_TYPES = {
     "invalid_payload",
 }
 MESSAGE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+REPLY_TO = re.compile(r"ticketrelay:results[A-Za-z0-9:._-]{0,237}")
+# What a reason may never hold: control characters (NUL included), bidi and zero-width
+# format characters, line separators, lone surrogates.
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff\ud800-\udfff]")
 
 FUZZ = settings(max_examples=100, deadline=None)
 
@@ -79,9 +85,12 @@ def parse(raw: bytes) -> Any:
 
 def check_rejected(v: Rejected, raw: bytes) -> None:
     assert v.error_type in ERROR_TYPES, v
-    assert v.reason
+    assert v.reason and len(v.reason) <= 300
+    assert not UNPRINTABLE.search(v.reason), v.reason
     for marker in PII_MARKERS:
         assert marker not in v.reason, (marker, v.reason)
+    if v.reply_to is not None:  # where the rejected result goes: a plain stream name only
+        assert REPLY_TO.fullmatch(v.reply_to), v.reply_to
     if v.error_type == "invalid_payload":
         detail = v.reason.split(" payload is invalid: ", 1)[-1]
         # "payload" (a rule over the whole body) or "payload.items.0.quantity": a field path.
@@ -103,6 +112,7 @@ def check_accepted(v: Accepted, sent: dict[str, Any]) -> None:
     assert v.payload_sha256 == payload_hash(sent["payload"])
     assert env.message_id == sent["message_id"] and env.provider == sent["provider"]
     assert v.idempotency_key == idempotency_key(env.provider, env.account, env.message_id, 0)
+    assert REPLY_TO.fullmatch(v.reply_to), v.reply_to
     # What the ledger (PostgreSQL json), httpx (allow_nan=False) and the result stream need:
     # strict JSON that is valid UTF-8.
     booking = v.booking()
@@ -153,6 +163,22 @@ def test_odd_characters_in_any_text_field(env: dict[str, Any], ascii_only: bool)
 
 
 @FUZZ
+@given(env=mutated_envelopes(ops=[op_odd_key]), ascii_only=st.booleans())
+def test_odd_keys_anywhere_are_never_echoed(env: dict[str, Any], ascii_only: bool) -> None:
+    """NUL, surrogates, control characters and personal data in any key: a rejection names an
+    unknown key by its position, never by its text."""
+    raw = encode(env, ascii_only)
+    check({b"message": raw}, raw)
+
+
+@FUZZ
+@given(env=mutated_envelopes(ops=[op_envelope_field, op_odd_chars]), ascii_only=st.booleans())
+def test_odd_reply_to_message_id_and_metadata(env: dict[str, Any], ascii_only: bool) -> None:
+    raw = encode(env, ascii_only)
+    check({b"message": raw}, raw)
+
+
+@FUZZ
 @given(env=mutated_envelopes(ops=[op_bad_number]))
 def test_odd_numbers_in_any_number_field(env: dict[str, Any]) -> None:
     raw = encode(env, True)
@@ -197,9 +223,10 @@ _mids = itertools.count()
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(provider=st.sampled_from(PROVIDERS), a=names, b=names, metadata=unicode_metadata)
 def test_unicode_round_trips_through_db_provider_and_result(
-    sqlite_url: str, provider: str, a: str, b: str, metadata: dict[str, str]
+    database_url: str, provider: str, a: str, b: str, metadata: dict[str, str]
 ) -> None:
-    """Unicode round-trips through DB, provider and callback unchanged."""
+    """Unicode (NUL and control characters included) round-trips through the database (SQLite
+    and PostgreSQL), the provider request and the callback unchanged."""
     sandbox = Sandbox(seed=1)
     sent: list[dict[str, Any]] = []
 
@@ -208,14 +235,14 @@ def test_unicode_round_trips_through_db_provider_and_result(
             sent.append(json.loads(request.read()))
         return sandbox.handle(request)
 
-    settings_ = Settings(database_url=sqlite_url)
+    settings_ = Settings(database_url=database_url)
     accounts = sandbox_accounts("http://sandbox", settings_)
 
     def factory(account: AccountConfig) -> httpx.Client:
         return build_client(account, transport=httpx.MockTransport(handler))
 
     deps = issuing.Deps(
-        engine=make_engine(sqlite_url),
+        engine=make_engine(database_url),
         redis=fakeredis.FakeRedis(),
         settings=settings_,
         accounts=accounts,

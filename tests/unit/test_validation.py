@@ -140,3 +140,74 @@ def test_a_trailing_newline_is_not_part_of_a_valid_id_or_email() -> None:
 def test_version_must_be_the_integer_1(version: object) -> None:
     v = _bad(envelope("eguma", "m-v", version=version))
     assert v.error_type == "invalid_envelope" and "version" in v.reason
+
+
+@pytest.mark.parametrize(
+    "reply_to",
+    [
+        "ticketrelay:results:a\x00b",
+        "ticketrelay:results:\x00",
+        "ticketrelay:results:a b",
+        "ticketrelay:results:\n",
+        "ticketrelay:results:é",
+        "ticketrelay:results:*",
+        "ticketrelay:results:{x}",
+        "ticketrelay:results:" + "x" * 237,  # 257 characters in all
+        "ticketrelay:resultsX\u202e",
+        "ticketrelay:results\n",
+    ],
+)
+def test_reply_to_outside_the_strict_pattern_is_refused(reply_to: str) -> None:
+    v = _bad(envelope("eguma", "m-rt", reply_to=reply_to))
+    assert v.error_type == "invalid_envelope" and "reply_to" in v.reason
+    assert v.reply_to is None and v.message_id == "m-rt"  # answered on the default stream
+
+
+@pytest.mark.parametrize(
+    "reply_to",
+    [
+        "ticketrelay:results",
+        "ticketrelay:results:box-7",
+        "ticketrelay:results.a_b:9",
+        "ticketrelay:results:" + "x" * 236,
+    ],
+)
+def test_reply_to_inside_the_pattern_is_kept(reply_to: str) -> None:
+    v = validate_entry(entry(envelope("eguma", "m-ok", reply_to=reply_to)), S, ACCOUNTS)
+    assert isinstance(v, Accepted) and v.reply_to == reply_to
+
+
+def test_an_unknown_field_is_named_by_its_position_never_by_its_name() -> None:
+    env = envelope("eguma", "m-uk")
+    env["payload"]["customer"]["x\x00" + CUSTOMER_NAME] = "y"  # the 4th key of customer
+    env["payload"]["\x1b[31m" + CUSTOMER_EMAIL] = 1
+    v = _bad(env)
+    assert v.error_type == "invalid_payload"
+    assert "payload.customer.<unknown field 4>: Extra inputs are not permitted" in v.reason
+    position = list(env["payload"]).index("\x1b[31m" + CUSTOMER_EMAIL) + 1
+    assert f"payload.<unknown field {position}>" in v.reason
+    assert "\x00" not in v.reason and "\x1b" not in v.reason and "x" + CUSTOMER_NAME not in v.reason
+
+
+def test_known_field_names_are_named_and_metadata_keys_by_position() -> None:
+    env = envelope("eguma", "m-kn", metadata={"ok": "v", CUSTOMER_NAME: 5})
+    env["payload"]["items"][0]["quantity"] = "many"
+    v = _bad(env)
+    assert v.reason == "metadata.<key 2>: Input should be a valid string"
+    env = envelope("eguma", "m-kn2")
+    env["payload"]["items"][0]["quantity"] = "many"
+    assert "payload.items.0.quantity" in _bad(env).reason
+
+
+def test_a_reason_is_printable_and_at_most_300_characters() -> None:
+    env = envelope("eguma", "m-long")
+    for i in range(40):  # forty unknown fields: ten are named, then "..."
+        env["payload"][f"\x00\u2028{i}"] = i
+    v = _bad(env)
+    assert len(v.reason) <= 300 and v.reason.endswith("...")
+    assert all(ch.isprintable() for ch in v.reason)
+
+
+def test_an_account_name_is_not_echoed() -> None:
+    v = _bad(envelope("eguma", "m-acct", account="Secretcustomer"))
+    assert v.error_type == "unknown_account" and "Secretcustomer" not in v.reason

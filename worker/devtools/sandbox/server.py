@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import httpx
 
 from worker.devtools.sandbox.core import Sandbox
+from worker.devtools.sandbox.switches import parse_switch
 
 
 class SandboxHTTPServer(ThreadingHTTPServer):
@@ -64,6 +65,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle()
 
     def do_DELETE(self) -> None:
+        self._handle()
+
+    def do_PATCH(self) -> None:
         self._handle()
 
     def _handle(self) -> None:
@@ -119,12 +123,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random faults and ids")
+    parser.add_argument(
+        "--switch",
+        action="append",
+        default=[],
+        metavar="PROVIDER.NAME=VALUE",
+        help="start with a switch moved from its default (repeatable; see the sandbox README)",
+    )
     args = parser.parse_args(argv)
-    server = make_server(args.host, args.port, Sandbox(seed=args.seed))
+    start: dict[str, dict[str, Any]] = {}
+    try:
+        for text in args.switch:
+            provider, name, value = parse_switch(text)
+            start.setdefault(provider, {})[name] = value
+        sandbox = Sandbox(seed=args.seed, switches=start)
+    except ValueError as exc:
+        parser.error(str(exc))
+    server = make_server(args.host, args.port, sandbox)
     print(f"ticketrelay sandbox listening on {server.url}", flush=True)
     print(
         "routes: /remypass/api/v1/public, /fourvenues, /fourvenues-channels, /eguma/v1; "
-        "control: /_sandbox/faults, /_sandbox/ground-truth, /_sandbox/reset",
+        "control: /_sandbox/faults, /_sandbox/switches, /_sandbox/clock, /_sandbox/check-in, "
+        "/_sandbox/ground-truth, /_sandbox/reset",
         flush=True,
     )
     try:
