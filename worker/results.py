@@ -43,6 +43,8 @@ def result_from_row(row: TicketIssuance) -> ResultMessage:
         error=error,
         metadata=row.message_metadata or {},
         completed_at=row.completed_at or utcnow(),
+        # 0 only for a row from before revisions were kept that is not final yet
+        revision=max(int(getattr(row, "revision", 0) or 0), 1),
     )
 
 

@@ -52,6 +52,7 @@ from worker import ledger
 from worker.db import make_engine
 from worker.metrics import CALL_BUCKET, CALL_BUCKETS, CALL_SUM, CALLS, DEAD_LETTERS, RETRIES
 from worker.ops.reissue import running_runs
+from worker.outage import outage_collectors
 from worker.settings import AccountsError, Settings, get_accounts, get_settings
 
 log = logging.getLogger("ticketrelay.metrics")
@@ -401,6 +402,8 @@ class MetricsServer:
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = TicketrelayCollector(settings, self.engine, self.client, accounts.keys())
         self.registry.register(self.collector)
+        for extra in outage_collectors(self.client, settings.metrics_key, accounts.keys()):
+            self.registry.register(extra)
         host = settings.metrics_host if host is None else host
         port = settings.metrics_port if port is None else port
         server_class: type[_ThreadingWSGIServer] = _ThreadingWSGIServer
