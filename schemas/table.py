@@ -7,7 +7,7 @@ bookkeeping of the state machine (lease, backoff, payload for re-drives).
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -68,8 +68,8 @@ class TicketIssuance(SQLModel, table=True):
     resolved_by: str | None = Field(default=None, max_length=64)
     resolved_at: datetime | None = None
     resolution: str | None = Field(default=None, max_length=1024)
-    # When an operator last re-drove this key (ticketrelay retry): the give-up time limit counts
-    # from here, not from created_at.
+    # When this key was last re-driven (ticketrelay retry, a bulk re-issuance run): the give-up
+    # time limit counts from here, not from created_at.
     redriven_at: datetime | None = None
 
 
@@ -119,3 +119,41 @@ class TicketAttempt(SQLModel, table=True):
     message: str | None = Field(default=None, max_length=1024)  # scrubbed
     in_doubt: bool = Field(default=False, nullable=False)
     probe: bool = Field(default=False, nullable=False)
+
+
+# --- signed HTTP callbacks (worker/webhooks) ---
+
+
+class WebhookOutbox(SQLModel, table=True):
+    """One result to POST to one callback URL, kept until the receiver answers 2xx.
+
+    Written in the transaction that marks the result published, so no result is lost between
+    the two; `body` holds the exact bytes that are signed and sent, and `webhook_id` stays the
+    same on every retry and replay of that result revision (receivers deduplicate on it).
+    Secrets are never stored here: they are read from the accounts file at send time."""
+
+    __tablename__ = "webhook_outbox"
+    __table_args__ = (
+        UniqueConstraint("idempotency_key", "revision", "url", name="uq_webhook_outbox_result_url"),
+        Index("ix_webhook_outbox_due", "delivered_at", "dead_at", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=36, nullable=False)
+    revision: int = Field(nullable=False)
+    provider: str = Field(max_length=32, nullable=False)
+    account: str = Field(max_length=64, nullable=False)
+    url: str = Field(max_length=2048, nullable=False)
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    webhook_id: str = Field(max_length=64, nullable=False)
+    attempts: int = Field(default=0, nullable=False)
+    next_attempt_at: datetime = Field(nullable=False)
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = None
+    delivered_at: datetime | None = None
+    last_status: int | None = None
+    last_error: str | None = Field(default=None, max_length=300)
+    created_at: datetime = Field(nullable=False)
+    # Set by an operator's replay: the give-up window starts again from here.
+    replayed_at: datetime | None = None
+    dead_at: datetime | None = None

@@ -11,5 +11,6 @@ if Path(worker.__file__).resolve().parent.parent != _ROOT:  # pragma: no cover
 
 from tasks.issue import issue_ticket, sweep  # noqa: E402
 from tasks.reissue import reissue_nightly  # noqa: E402
+from tasks.webhooks import deliver_webhooks  # noqa: E402
 
-__all__ = ["issue_ticket", "reissue_nightly", "sweep"]
+__all__ = ["deliver_webhooks", "issue_ticket", "reissue_nightly", "sweep"]

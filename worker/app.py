@@ -13,10 +13,11 @@ from celery.schedules import crontab
 from celery.signals import heartbeat_sent, worker_shutting_down
 from celery.signals import setup_logging as celery_setup_logging
 
-from worker import kombu_patches
+from worker import kombu_patches, redis_clients
 from worker.heartbeat import Heartbeat
 from worker.logs import setup_logging
 from worker.settings import Settings, get_settings
+from worker.webhooks.schedule import beat_entries as webhooks_beat_entries
 
 ISSUE_TASK = "ticketrelay.issue"
 ISSUE_BATCH_TASK = "ticketrelay.issue_batch"
@@ -31,6 +32,7 @@ def _schedule(s: Settings) -> dict[str, dict[str, object]]:
             "schedule": s.sweep_interval_s,
             "options": {"expires": s.sweep_interval_s},
         },
+        **webhooks_beat_entries(s),
     }
     if s.reissue_schedule.strip().lower() not in ("", "off", "none", "false"):
         fields = s.reissue_schedule.split()
@@ -69,9 +71,8 @@ def make_app(settings: Settings | None = None) -> Celery:
             # kombu's defaults bring a killed worker's message back only after ~100 s more.
             "unacked_restore_interval": 1,
             "unacked_restore_throttle": 1,
-            "socket_timeout": 15,
-            "socket_connect_timeout": 5,
-            "health_check_interval": 10,
+            # The timeouts every Redis client of ticketrelay has (worker.redis_clients).
+            **redis_clients.celery_transport_options(),
         },
         task_ignore_result=True,  # results travel on our own stream, not a backend
         task_serializer="json",

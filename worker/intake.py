@@ -29,6 +29,7 @@ from worker.results import dead_letter, publish_result, result_from_row
 from worker.settings import AccountConfig, Settings
 from worker.transient import error_label, is_transient, where
 from worker.validation import Accepted, Rejected, validate_entry
+from worker.webhooks import outbox
 
 log = logging.getLogger("ticketrelay.intake")
 
@@ -216,14 +217,20 @@ class Intake:
         return "conflict"
 
     def _publish(self, row: Any) -> None:
+        result = result_from_row(row)
         publish_result(
             self.client,
             row.reply_to,
-            result_from_row(row),
+            result,
             self.settings.results_maxlen,
             default_stream=self.settings.results_stream,
         )
-        ledger.mark_callback_sent(self.engine, row.idempotency_key)
+        # The webhook outbox queues the callbacks in the transaction that marks it published.
+        ledger.mark_callback_sent(
+            self.engine,
+            row.idempotency_key,
+            also=lambda conn: outbox.enqueue_results(conn, self.accounts, [result]),
+        )
 
     @staticmethod
     def _ids(b: ledger.NewBooking) -> dict[str, Any]:

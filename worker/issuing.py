@@ -28,6 +28,7 @@ from worker.ratelimit import Limit, Permit, RateLimiter
 from worker.redaction import payload_echoes, scrub
 from worker.results import publish_results, result_from_row
 from worker.settings import AccountConfig, Settings
+from worker.webhooks import outbox
 
 log = logging.getLogger("ticketrelay.issue")
 
@@ -111,10 +112,14 @@ def publish_finals(deps: Deps, rows: list[TicketIssuance]) -> None:
     only means the sweeper publishes them again (results are at least once, by contract)."""
     if not rows:
         return
-    publish_results(
-        deps.redis, [(row.reply_to, result_from_row(row)) for row in rows], deps.settings.results_maxlen
+    results = [(row.reply_to, result_from_row(row)) for row in rows]
+    publish_results(deps.redis, results, deps.settings.results_maxlen)
+    # The webhook outbox queues the callbacks in the transaction that marks them published.
+    ledger.mark_callbacks_sent(
+        deps.engine,
+        [row.idempotency_key for row in rows],
+        also=lambda conn: outbox.enqueue_results(conn, deps.accounts, [r for _stream, r in results]),
     )
-    ledger.mark_callbacks_sent(deps.engine, [row.idempotency_key for row in rows])
 
 
 def _give_up(

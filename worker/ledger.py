@@ -10,12 +10,13 @@ that can be repeated safely, so a crash anywhere is repaired by doing the step a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from schemas.result import ResultError, Ticket
@@ -461,13 +462,17 @@ def uncharge_attempt(engine: Engine, key: str, attempts: int) -> bool:
         return bool(conn.execute(stmt).rowcount == 1)
 
 
-def mark_callback_sent(engine: Engine, key: str) -> None:
+def mark_callback_sent(engine: Engine, key: str, also: Callable[[Connection], object] | None = None) -> None:
+    """`also` runs in the same transaction: the webhook outbox queues the result's callbacks
+    there, so a result is never marked published without them."""
     with writing(engine) as conn:
         conn.execute(
             update(T)
             .where(C.idempotency_key == key, C.callback_sent_at.is_(None))
             .values(callback_sent_at=utcnow())
         )
+        if also is not None:
+            also(conn)
 
 
 _MARK_SENT = (
@@ -477,12 +482,17 @@ _MARK_SENT = (
 )
 
 
-def mark_callbacks_sent(engine: Engine, keys: list[str]) -> None:
-    """mark_callback_sent for a batch whose results went out in one pipeline: one statement."""
+def mark_callbacks_sent(
+    engine: Engine, keys: list[str], also: Callable[[Connection], object] | None = None
+) -> None:
+    """mark_callback_sent for a batch whose results went out in one pipeline: one statement
+    (and `also`, in the same transaction)."""
     if not keys:
         return
     with writing(engine) as conn:
         conn.execute(_MARK_SENT, {"b_keys": keys, "b_now": utcnow()})
+        if also is not None:
+            also(conn)
 
 
 def stale_keys(engine: Engine, stale_after_s: float, limit: int) -> list[str]:
@@ -537,6 +547,197 @@ def counts_by_status(engine: Engine) -> dict[tuple[str, str], int]:
     with engine.connect() as conn:
         rows = conn.execute(select(C.provider, C.status, func.count()).group_by(C.provider, C.status))
         return {(p, s): n for p, s, n in rows}
+
+
+# =============================================================================================
+# Queries and transitions for operations (bulk re-issuance, `ticketrelay status`, the metrics
+# exporter). They live here so that this module stays the only one that speaks SQL to
+# ticket_issuances: a column or a transition changes in one place.
+# =============================================================================================
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    """Which rows an operation works on. Bounds are datetimes already resolved by the caller."""
+
+    statuses: tuple[str, ...]
+    provider: str | None = None
+    account: str | None = None
+    retryable_only: bool = False
+    created_from: datetime | None = None
+    created_before: datetime | None = None
+    # Rows this re-issuance run already drove are left out (a resumed run never drives twice).
+    not_driven_by: str | None = None
+
+
+def _filter_cond(f: RowFilter) -> Any:
+    conds = [C.status.in_(list(f.statuses))]
+    if f.provider:
+        conds.append(C.provider == f.provider)
+    if f.account:
+        conds.append(C.account == f.account)
+    if f.retryable_only:
+        conds.append(C.error_retryable.is_(True))
+    if f.created_from is not None:
+        conds.append(C.created_at >= f.created_from)
+    if f.created_before is not None:
+        conds.append(C.created_at < f.created_before)
+    if f.not_driven_by is not None:
+        conds.append(or_(C.reissue_run.is_(None), C.reissue_run != f.not_driven_by))
+    return and_(*conds)
+
+
+def count_matching(engine: Engine, f: RowFilter) -> dict[tuple[str, str], int]:
+    """How many rows the filter matches, by (provider, status)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(C.provider, C.status, func.count()).where(_filter_cond(f)).group_by(C.provider, C.status)
+        )
+        return {(p, s): n for p, s, n in rows}
+
+
+def matching_after(engine: Engine, f: RowFilter, after_id: int, limit: int) -> list[TicketIssuance]:
+    """The next `limit` matching rows in id order after `after_id`: a run pages through its
+    selection without holding it all, and without offsets that shift as rows change."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(T).where(_filter_cond(f), C.id > after_id).order_by(C.id).limit(limit)
+        ).mappings()
+        return [as_row(r) for r in rows]
+
+
+def requeue_for_run(engine: Engine, key: str, from_status: str, run_id: str) -> bool:
+    """A final row (failed, needs_review) back to queued for a re-issuance run, keeping its
+    idempotency key. Compare-and-set on the status read: False when the row moved meanwhile.
+    attempts_base remembers the attempts made so far, so the drive gets a full budget."""
+    with writing(engine) as conn:
+        changed = conn.execute(
+            update(T)
+            .where(C.idempotency_key == key, C.status == from_status)
+            .values(
+                status=Status.QUEUED.value,
+                reissue_run=run_id,
+                attempts_base=C.attempts,
+                # the give-up time limit counts from this drive (drive_started_at)
+                redriven_at=utcnow(),
+                lease_owner=None,
+                lease_until=None,
+                next_attempt_at=None,
+                completed_at=None,
+                callback_sent_at=None,
+                updated_at=utcnow(),
+            )
+        ).rowcount
+    return bool(changed)
+
+
+def latest_generation(engine: Engine, provider: str, account: str, message_id: str) -> int:
+    with engine.connect() as conn:
+        top = conn.execute(
+            select(func.max(C.generation)).where(
+                C.provider == provider, C.account == account, C.message_id == message_id
+            )
+        ).scalar_one()
+    return int(top or 0)
+
+
+def stamp_run(engine: Engine, keys: list[str], run_id: str) -> None:
+    """Mark rows as belonging to a re-issuance run (its report counts only its own rows)."""
+    if not keys:
+        return
+    with writing(engine) as conn:
+        conn.execute(update(T).where(C.idempotency_key.in_(keys)).values(reissue_run=run_id))
+
+
+def active_in_run(engine: Engine, run_id: str) -> int:
+    """Rows of a run not final yet: what the run has in flight."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(T)
+                .where(C.reissue_run == run_id, C.status.in_(list(ACTIVE_STATUSES)))
+            ).scalar_one()
+        )
+
+
+def count_in_run(engine: Engine, run_id: str, first_generation_only: bool) -> int:
+    with engine.connect() as conn:
+        cond = C.reissue_run == run_id
+        if first_generation_only:
+            cond = and_(cond, C.generation == 0)
+        return int(conn.execute(select(func.count()).select_from(T).where(cond)).scalar_one())
+
+
+def run_counts(engine: Engine, run_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Rows of each run by status (runs without rows are absent)."""
+    if not run_ids:
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(C.reissue_run, C.status, func.count())
+            .where(C.reissue_run.in_(run_ids))
+            .group_by(C.reissue_run, C.status)
+        )
+        for run_id, status, n in rows:
+            out.setdefault(run_id, {})[status] = n
+    return out
+
+
+def run_counts_by_provider(engine: Engine, run_id: str) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(C.provider, C.status, func.count())
+            .where(C.reissue_run == run_id)
+            .group_by(C.provider, C.status)
+        )
+        for provider, status, n in rows:
+            out.setdefault(provider, {})[status] = n
+    return out
+
+
+def run_failures(engine: Engine, run_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The most frequent reasons rows of a run ended failed or needs_review."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(C.provider, C.error_type, C.error_message, func.count())
+            .where(
+                C.reissue_run == run_id,
+                C.status.in_([Status.FAILED.value, Status.NEEDS_REVIEW.value]),
+            )
+            .group_by(C.provider, C.error_type, C.error_message)
+            .order_by(func.count().desc())
+            .limit(limit)
+        )
+        return [{"provider": p, "error_type": t, "reason": m, "count": n} for p, t, m, n in rows]
+
+
+@dataclass(frozen=True)
+class BookingGroup:
+    provider: str
+    account: str
+    status: str
+    count: int
+    oldest_created_at: datetime | None
+
+
+def booking_groups(engine: Engine) -> list[BookingGroup]:
+    """Bookings by provider, account and status with the oldest created_at of each: one scan
+    gives both the counts and the age of the oldest unfinished booking (status and metrics)."""
+    stmt = select(C.provider, C.account, C.status, func.count(), func.min(C.created_at)).group_by(
+        C.provider, C.account, C.status
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return [BookingGroup(p, a, s, int(n), as_utc(oldest)) for p, a, s, n, oldest in rows]
+
+
+def oldest_unfinished(groups: list[BookingGroup]) -> datetime | None:
+    """created_at of the oldest booking not final yet, from booking_groups()."""
+    found = [g.oldest_created_at for g in groups if g.status in ACTIVE_STATUSES and g.oldest_created_at]
+    return min(found) if found else None
 
 
 @lru_cache(maxsize=256)

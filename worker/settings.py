@@ -114,6 +114,34 @@ class Settings(BaseSettings):
     # with no further use) and caps the dead stream it writes. 0 turns it off.
     intake_trim_interval_s: float = Field(default=10.0, ge=0)
 
+    # Signed HTTP callbacks (worker/webhooks, docs/webhooks.md). Hosts are comma-separated
+    # names ("*.example.com" takes subdomains); a callback goes only to an allowed host, over
+    # https unless the host is also in callback_http_hosts (e.g. 127.0.0.1 for a local test).
+    callback_allowed_hosts: str = ""
+    callback_http_hosts: str = ""
+    callback_interval_s: float = Field(default=5.0, gt=0)  # beat runs the deliverer this often
+    callback_batch: int = Field(default=50, ge=1, le=1000)  # entries claimed per run
+    callback_concurrency: int = Field(default=8, ge=1, le=64)  # receivers served side by side
+    callback_connect_timeout_s: float = Field(default=3.0, gt=0)
+    callback_timeout_s: float = Field(default=10.0, gt=0)
+    callback_lease_s: float = Field(default=60.0, gt=0)
+    callback_backoff_base_s: float = Field(default=5.0, gt=0)
+    callback_backoff_cap_s: float = Field(default=21600.0, gt=0)
+    callback_max_attempts: int = Field(default=20, ge=1)
+    callback_max_age_h: float = Field(default=72.0, gt=0)
+    # Delivered entries (their bodies hold personal data) are deleted after this; 0 keeps them.
+    # Dead ones stay until replayed or purged by an operator.
+    callback_keep_delivered_h: float = Field(default=168.0, ge=0)
+
+    @field_validator("callback_lease_s")
+    @classmethod
+    def _lease_outlasts_a_request(cls, value: float, info: Any) -> float:  # pydantic's ValidationInfo
+        # A send starts only while a whole request still fits in the lease (worker/webhooks).
+        request_s = info.data.get("callback_connect_timeout_s", 0) + info.data.get("callback_timeout_s", 0)
+        if value < request_s + 5:
+            raise ValueError("must exceed callback_connect_timeout_s + callback_timeout_s by 5 s at least")
+        return value
+
     @field_validator("reply_to_prefix", "intake_stream", "results_stream", "dead_stream", "metrics_key")
     @classmethod
     def _not_empty(cls, value: str) -> str:
@@ -141,6 +169,27 @@ class AccountConfig(BaseModel):
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 300.0
     give_up_after_s: float | None = Field(86400.0, gt=0)  # docs/outages.md
+
+    # Signed HTTP callbacks (worker/webhooks): results of this account are also POSTed here.
+    # callback_secret: "whsec_..." or "env:NAME", or a list of them while rotating (the first
+    # is the new one; every one signs). Checked by worker.webhooks.config, never here by
+    # raising: a validation error would print the value.
+    callback_url: str | None = None
+    callback_secret: tuple[SecretStr, ...] = ()
+
+    @field_validator("callback_secret", mode="before")
+    @classmethod
+    def _callback_secrets(cls, value: object) -> tuple[SecretStr, ...]:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        found: list[SecretStr] = []
+        for item in items:
+            if isinstance(item, SecretStr):
+                found.append(item)
+            elif item is not None:
+                resolved = _resolve_secret(str(item), "callback_secret")
+                if resolved is not None:
+                    found.append(resolved)
+        return tuple(found)
 
     def missing_credentials(self) -> str | None:
         """Why this account cannot be used, or None. Names the setting, never its value."""

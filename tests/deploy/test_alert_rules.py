@@ -22,7 +22,12 @@ RULE_TESTS = ROOT / "deploy" / "prometheus" / "alerts.test.yaml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "ticketrelay.json"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 # Where the exported metric names are defined (read at scrape time by `ticketrelay metrics`).
-METRIC_SOURCES = ("worker/ops/metrics_server.py", "worker/breaker.py", "worker/sweep_health.py")
+METRIC_SOURCES = (
+    "worker/ops/metrics/collector.py",
+    "worker/metrics.py",
+    "worker/breaker.py",
+    "worker/sweep_health.py",
+)
 METRIC_NAME = re.compile(r"\bticketrelay_[a-z_]+\b")
 # Suffixes Prometheus adds: counters (_total), histograms (_bucket, _sum, _count).
 SUFFIXES = ("_total", "_bucket", "_sum", "_count")

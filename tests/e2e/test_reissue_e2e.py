@@ -39,7 +39,7 @@ def _cli(system: System, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _fail_some(system: System, prefix: str, n: int) -> list[str]:
-    system.sandbox.set_faults("eguma", fail_next=[{"status": 503}] * (2 * n))
+    system.sandbox.set_faults("eguma", fail_next=[{"status": 429}] * (2 * n))
     mids = [f"{prefix}-{i}" for i in range(n)]
     for mid in mids:
         system.publish(envelope("eguma", mid))

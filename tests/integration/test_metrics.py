@@ -31,7 +31,7 @@ from worker.db import make_engine
 from worker.devtools.sandbox.core import Sandbox
 from worker.devtools.supervisor import child_env
 from worker.intake import Intake
-from worker.ops.metrics_server import MetricsServer
+from worker.ops.metrics import MetricsServer
 from worker.providers import build_client
 from worker.providers.base import Outcome, OutcomeKind
 from worker.settings import AccountConfig, Settings, sandbox_accounts
@@ -344,3 +344,85 @@ def test_main_serves_on_the_configured_port_and_stops_on_sigterm(msettings: Sett
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_status_and_metrics_read_the_same_queue_depths(
+    server: MetricsServer, msettings: Settings, redis_client: redis.Redis
+) -> None:
+    from worker.ops.status import collect
+
+    s = msettings
+    redis_client.lpush(s.queue, "a", "b")
+    redis_client.lpush(f"{s.queue}\x06\x163", "prio-3")  # kombu's list for priority 3
+    redis_client.lpush(s.bulk_queue, "bulk-1", "bulk-2", "bulk-3")
+    redis_client.hset("unacked", mapping={"tag1": "m"})
+    shown = collect(s)["redis"]
+    samples = scrape(server.url)
+    assert shown["celery_queue"] == value(samples, "ticketrelay_celery_queue_length", queue=s.queue) == 3
+    assert shown["bulk_queue"] == value(samples, "ticketrelay_celery_queue_length", queue=s.bulk_queue) == 3
+    assert shown["unacked"] == value(samples, "ticketrelay_celery_unacked_messages") == 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_collector_reads_the_stores_at_most_once_per_cache_period(
+    msettings: Settings, mengine: Engine, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from worker.ops.metrics.collector import TicketrelayCollector
+
+    reads: list[int] = []
+    real = ledger.booking_groups
+
+    def counted(engine: Engine) -> list[ledger.BookingGroup]:
+        reads.append(1)
+        return real(engine)
+
+    monkeypatch.setattr(ledger, "booking_groups", counted)
+    clock = Clock()
+    collector = TicketrelayCollector(
+        msettings, mengine, redis_client, [("eguma", "default")], cache_s=5.0, clock=clock
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+
+    def queued() -> float:
+        for fam in text_string_to_metric_families(generate_latest(registry).decode()):
+            for smp in fam.samples:
+                if smp.name == "ticketrelay_bookings" and smp.labels["status"] == "queued":
+                    return smp.value
+        raise AssertionError("no ticketrelay_bookings")
+
+    assert ledger.create_queued(mengine, booking("eguma", "c1"))
+    assert queued() == 1
+    assert ledger.create_queued(mengine, booking("eguma", "c2"))
+    clock.now += 4.9
+    assert [queued() for _ in range(10)] == [1] * 10  # ten scrapes, the same snapshot
+    assert len(reads) == 1
+    clock.now += 0.2
+    assert queued() == 2
+    assert len(reads) == 2
+
+
+def test_the_cache_period_is_a_setting(msettings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TICKETRELAY_METRICS_CACHE_S", "7.5")
+    srv = MetricsServer(msettings, "127.0.0.1", 0)
+    try:
+        assert srv.collector.cache_s == 7.5
+    finally:
+        srv.httpd.server_close()
+        srv.engine.dispose()
+    monkeypatch.delenv("TICKETRELAY_METRICS_CACHE_S")
+    srv = MetricsServer(msettings, "127.0.0.1", 0)
+    try:
+        assert srv.collector.cache_s == 5.0
+    finally:
+        srv.httpd.server_close()
+        srv.engine.dispose()

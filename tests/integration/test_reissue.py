@@ -115,13 +115,13 @@ def _feed(run: Run, h: Harness, stop: threading.Event | None = None) -> bool:
 
 
 def test_selection_skipping_and_the_original_key(h: Harness) -> None:
-    # A: the provider was down (503s): failed, retryable, certainly no ticket.
+    # A: refused with 429s (never processed): failed, retryable, certainly no ticket.
     a = h.accept("eguma", "a")
-    h.sandbox.set_faults("eguma", fail_next=[{"status": 503}] * 3)
+    h.sandbox.set_faults("eguma", fail_next=[{"status": 429}] * 3)
     assert h.work(a) == "failed"
-    # B: the ticket was created but the answer lost, then 503s: needs_review.
+    # B: the ticket was created but the answer lost, then 429s: needs_review.
     b = h.accept("eguma", "b")
-    h.sandbox.set_faults("eguma", fail_next=[{"kind": "drop_after_create"}, {"status": 503}, {"status": 503}])
+    h.sandbox.set_faults("eguma", fail_next=[{"kind": "drop_after_create"}, {"status": 429}, {"status": 429}])
     assert h.work(b) == "needs_review"
     assert h.creations("eguma")[b] == 1
     # C: issued. D: a permanent refusal (not retryable).
@@ -156,7 +156,7 @@ def test_selection_skipping_and_the_original_key(h: Harness) -> None:
 
 def test_stop_and_resume_without_duplicates_or_gaps(h: Harness) -> None:
     keys = []
-    h.sandbox.set_faults("eguma", fail_next=[{"status": 503}] * 60)
+    h.sandbox.set_faults("eguma", fail_next=[{"status": 429}] * 60)
     for i in range(20):
         keys.append(h.accept("eguma", f"r{i}"))
         assert h.work(keys[-1]) == "failed"
@@ -237,7 +237,7 @@ def test_a_jsonl_export(h: Harness) -> None:
     issued = h.accept("eguma", "x-issued")
     assert h.work(issued) == "issued"
     failed = h.accept("eguma", "x-failed")
-    h.sandbox.set_faults("eguma", fail_next=[{"status": 503}] * 3)
+    h.sandbox.set_faults("eguma", fail_next=[{"status": 429}] * 3)
     assert h.work(failed) == "failed"
     h.sandbox.set_faults("eguma")
     changed = envelope("eguma", "x-issued")
@@ -288,16 +288,16 @@ def test_selection_spec_and_schedule() -> None:
 def test_a_running_run_shows_in_status_and_metrics(h: Harness, redis_url: str, sqlite_url: str) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from worker.ops.metrics_server import MetricsServer
+    from worker.ops.metrics import MetricsServer
     from worker.ops.status import collect
 
-    h.sandbox.set_faults("eguma", fail_next=[{"status": 503}] * 6)
+    h.sandbox.set_faults("eguma", fail_next=[{"status": 429}] * 6)
     keys = [h.accept("eguma", f"s{i}") for i in range(2)]
     for k in keys:
         assert h.work(k) == "failed"
     run = h.run(Selection(), run_id="visible-run")
     run.load_or_create()
-    run._set_total(2)
+    run.store.set_total(2)
     for row in run._next_batch(10):
         run.drive(row)
     settings = h.settings.model_copy(update={"redis_url": redis_url, "database_url": sqlite_url})
@@ -318,7 +318,7 @@ def test_a_running_run_shows_in_status_and_metrics(h: Harness, redis_url: str, s
 
 
 def test_a_window_is_sent_as_batch_tasks(h: Harness) -> None:
-    h.sandbox.set_faults("eguma", fail_next=[{"status": 503}] * 21)
+    h.sandbox.set_faults("eguma", fail_next=[{"status": 429}] * 21)
     keys = [h.accept("eguma", f"w{i}") for i in range(7)]
     for key in keys:
         assert h.work(key) == "failed"
@@ -342,3 +342,17 @@ def test_a_window_is_sent_as_batch_tasks(h: Harness) -> None:
     assert sorted(k for b in batches for k in b) == sorted(keys)  # each key once
     assert all(len(b) <= h.settings.reissue_window for b in batches) and len(batches) >= 2
     assert all(ledger.get(h.deps.engine, k).status == "issued" for k in keys)  # type: ignore[union-attr]
+
+
+def test_limit_caps_the_rows_a_run_takes(h: Harness) -> None:
+    h.sandbox.set_faults("eguma", fail_next=[{"status": 429}] * 15)
+    keys = [h.accept("eguma", f"l{i}") for i in range(5)]
+    for key in keys:
+        assert h.work(key) == "failed"
+    h.sandbox.set_faults("eguma")
+    run = h.run(Selection(statuses=["failed"], limit=2))
+    assert _feed(run, h) is True
+    assert len(h.enqueued) == 2 and set(h.enqueued) <= set(keys)
+    statuses = sorted(ledger.get(h.deps.engine, k).status for k in keys)  # type: ignore[union-attr]
+    assert statuses == ["failed", "failed", "failed", "issued", "issued"]
+    assert run.finish(True)["by_provider"] == {"eguma": {"issued": 2}}

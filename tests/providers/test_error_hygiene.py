@@ -47,15 +47,27 @@ def test_messages_hold_no_secret_or_personal_data(provider: str, status: int, in
     _assert_clean(outcome)
 
 
+def _break_next_to_personal_data(provider: str, payload: dict[str, object]) -> None:
+    """Make a documented rule fail on a field that holds, or sits next to, personal data."""
+    if provider == "remypass":
+        payload["customer"] = f"Jane Roe {EMAIL} 0034666666666"  # must be an object
+    elif provider == "fourvenues":
+        ticket = payload["tickets"][0]  # type: ignore[index]
+        del ticket["email"]  # required for every ticket
+        ticket["full_name"] = EMAIL
+    elif provider == "fourvenues_channels":
+        payload["tickets"][0]["gender"] = f"x {EMAIL}"  # type: ignore[index]  # 0 or 1
+    else:
+        customer = payload["customer"]
+        del customer["email"]  # type: ignore[attr-defined]  # required
+        customer["last_name"] = EMAIL  # type: ignore[index]
+
+
 @pytest.mark.parametrize("provider", PROVIDER_NAMES)
 def test_sandbox_errors_hold_no_personal_data(provider: str) -> None:
     sandbox = Sandbox()
     attempt = make_attempt(provider)
-    # Break a field next to the email so the validation message is about the customer.
-    if provider == "remypass" or provider == "eguma":
-        attempt.payload["customer"]["email"] = "not-an-email " + EMAIL
-    else:
-        attempt.payload["tickets"][0]["email"] = "not-an-email " + EMAIL
+    _break_next_to_personal_data(provider, attempt.payload)
     with httpx.Client(transport=httpx.MockTransport(sandbox.handle)) as client:
         outcome = get_provider(provider).issue(client, attempt)
     assert outcome.error is not None and outcome.error.type == "validation_error"

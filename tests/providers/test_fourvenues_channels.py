@@ -29,7 +29,7 @@ def test_tickets_are_normalised(client: httpx.Client, sandbox: Sandbox) -> None:
     outcome = channels.issue(client, attempt)
     assert outcome.kind is OutcomeKind.ISSUED and not outcome.reconciled
     assert [t.code for t in outcome.tickets] == [derive_qr_code(attempt.idempotency_key, i) for i in range(2)]
-    assert all(t.ticket_id and t.category == "General" for t in outcome.tickets)
+    assert all(t.ticket_id and t.category == "Early Bird" for t in outcome.tickets)
     assert sandbox.ground_truth()["fourvenues_channels"]["tickets"] == 2
 
 
@@ -85,7 +85,11 @@ def test_transient_lookup_error_is_retry_in_doubt(client: httpx.Client, sandbox:
     assert outcome.kind is OutcomeKind.RETRY and outcome.may_have_created
 
 
-def test_duplicate_code_on_clean_attempt_is_failed(client: httpx.Client) -> None:
+@pytest.mark.parametrize("message", ["must_be_unique", "already_exists", "duplicate"])
+def test_duplicate_code_on_clean_attempt_is_failed(
+    client: httpx.Client, sandbox: Sandbox, message: str
+) -> None:
+    sandbox.set_switches("fourvenues_channels", duplicate_qr="refuse", duplicate_qr_message=message)
     attempt = make_attempt("fourvenues_channels")
     assert channels.issue(client, attempt).kind is OutcomeKind.ISSUED
     outcome = channels.issue(client, make_attempt("fourvenues_channels", key=attempt.idempotency_key))
@@ -121,3 +125,59 @@ def test_faults_are_retry(
     outcome = channels.issue(client, make_attempt("fourvenues_channels"))
     assert outcome.kind is OutcomeKind.RETRY
     assert outcome.may_have_created is may_have_created
+
+
+def test_in_doubt_with_the_filter_applied_absence_is_proven_and_sent(
+    client: httpx.Client, sandbox: Sandbox
+) -> None:
+    sandbox.set_switches("fourvenues_channels", list_filters="applied")
+    # The channel has a ticket: filtering by its code shows the filter works.
+    assert channels.issue(client, make_attempt("fourvenues_channels", n=7)).kind is OutcomeKind.ISSUED
+    sandbox.set_faults("fourvenues_channels", fail_next=[{"kind": "timeout"}])
+    attempt = make_attempt("fourvenues_channels")
+    lost = channels.issue(client, attempt)
+    assert lost.kind is OutcomeKind.RETRY and lost.may_have_created
+    outcome = channels.issue(client, next_attempt(attempt, True))
+    assert outcome.kind is OutcomeKind.ISSUED and not outcome.reconciled
+    assert sandbox.ground_truth()["fourvenues_channels"]["tickets"] == 2
+
+
+def test_in_doubt_with_the_filter_ignored_nothing_is_sent(client: httpx.Client, sandbox: Sandbox) -> None:
+    assert channels.issue(client, make_attempt("fourvenues_channels", n=7)).kind is OutcomeKind.ISSUED
+    sandbox.set_faults("fourvenues_channels", fail_next=[{"kind": "timeout"}])
+    attempt = make_attempt("fourvenues_channels")
+    channels.issue(client, attempt)
+    outcome = channels.issue(client, next_attempt(attempt, True))
+    assert outcome.kind is OutcomeKind.NEEDS_REVIEW
+    assert sandbox.ground_truth()["fourvenues_channels"]["tickets"] == 1
+
+
+@pytest.mark.parametrize("list_filters", ["ignored", "applied"])
+@pytest.mark.parametrize("duplicate_qr", ["accept", "refuse"])
+@pytest.mark.parametrize("fault", ["drop_after_create", "timeout"])
+def test_every_reading_of_the_docs_never_issues_twice(
+    sandbox: Sandbox, list_filters: str, duplicate_qr: str, fault: str
+) -> None:
+    sandbox.set_switches("fourvenues_channels", list_filters=list_filters, duplicate_qr=duplicate_qr)
+    with httpx.Client(transport=httpx.MockTransport(sandbox.handle)) as client:
+        assert channels.issue(client, make_attempt("fourvenues_channels", n=1)).kind is OutcomeKind.ISSUED
+        sandbox.set_faults("fourvenues_channels", fail_next=[{"kind": fault}])
+        attempt = make_attempt("fourvenues_channels", n=2, tickets=2)
+        outcome = channels.issue(client, attempt)
+        for _ in range(6):
+            if outcome.kind is not OutcomeKind.RETRY:
+                break
+            attempt = next_attempt(attempt, outcome.may_have_created)
+            outcome = channels.issue(client, attempt)
+    truth = sandbox.ground_truth()["fourvenues_channels"]
+    issued = {t["code"] for t in truth["issued"]}
+    assert all(t.code in issued for t in outcome.tickets)
+    assert set(truth["creations"].values()) == {1}
+    created = fault == "drop_after_create"
+    assert truth["tickets"] == (3 if created or outcome.kind is OutcomeKind.ISSUED else 1)
+    if created:  # the tickets carry our codes: found in any listing
+        assert outcome.kind is OutcomeKind.ISSUED and outcome.reconciled
+    elif list_filters == "applied":  # absence proven through a code the channel has
+        assert outcome.kind is OutcomeKind.ISSUED and not outcome.reconciled
+    else:
+        assert outcome.kind is OutcomeKind.NEEDS_REVIEW

@@ -20,7 +20,8 @@ def test_created_pass_is_normalised(client: httpx.Client, sandbox: Sandbox) -> N
     assert not outcome.reconciled
     [ticket] = outcome.tickets
     assert ticket.ticket_id is not None and ticket.ticket_id == outcome.provider_reference
-    assert ticket.code is not None and ticket.code.startswith("RP-")  # serialNumber
+    [pass_] = sandbox.ground_truth()["remypass"]["issued"]
+    assert ticket.code == pass_["code"]  # the serialNumber
     assert ticket.seat == "A12"
     assert sandbox.ground_truth()["remypass"]["creations"] == {"BOOKING-1": 1}
 
@@ -136,3 +137,31 @@ def test_created_without_a_readable_body_needs_review(client: httpx.Client, sand
     outcome = remypass.issue(client, make_attempt("remypass"))
     assert outcome.kind is OutcomeKind.NEEDS_REVIEW
     assert outcome.error is not None and outcome.error.type == "malformed_response"
+
+
+@pytest.mark.parametrize("status", [400, 409])
+@pytest.mark.parametrize("message", ["must_be_unique", "already_exists", "duplicate"])
+def test_every_duplicate_wording_is_recognised(
+    client: httpx.Client, sandbox: Sandbox, status: int, message: str
+) -> None:
+    sandbox.set_switches("remypass", duplicate_status=status, duplicate_message=message)
+    sandbox.set_faults("remypass", fail_next=[{"kind": "drop_after_create"}])
+    first = make_attempt("remypass")
+    lost = remypass.issue(client, first)
+    outcome = remypass.issue(client, next_attempt(first, lost.may_have_created))
+    assert outcome.kind is OutcomeKind.ISSUED and outcome.reconciled
+    other = remypass.issue(client, make_attempt("remypass", key="another-booking"))
+    assert other.kind is OutcomeKind.FAILED and other.error is not None
+    assert (other.error.type, other.error.http_status) == ("duplicate", status)
+    assert sandbox.ground_truth()["remypass"]["creations"] == {"BOOKING-1": 1}
+
+
+def test_a_429_first_does_not_make_a_duplicate_ours(client: httpx.Client, sandbox: Sandbox) -> None:
+    assert remypass.issue(client, make_attempt("remypass", key="owner")).kind is OutcomeKind.ISSUED
+    sandbox.set_faults("remypass", fail_next=[{"status": 429, "retry_after": 1}])
+    attempt = make_attempt("remypass", key="late")
+    limited = remypass.issue(client, attempt)
+    assert limited.kind is OutcomeKind.RETRY and not limited.may_have_created
+    outcome = remypass.issue(client, next_attempt(attempt, limited.may_have_created))
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.error is not None and outcome.error.type == "duplicate"

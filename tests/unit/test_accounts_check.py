@@ -13,7 +13,7 @@ from provider_fakes import HOSTS, account, fv_not_found, html_404
 from worker.ops import accounts_check
 from worker.ops.accounts_check import FAILED, OK, WARNING, check_accounts, exit_code
 from worker.providers import build_client
-from worker.settings import AccountConfig
+from worker.settings import AccountConfig, AccountsError
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -122,7 +122,7 @@ def test_selection_by_account_and_provider() -> None:
     assert [c.account for c in by_full] == ["eguma.default"]
     by_provider = check_accounts(accounts, provider="eguma", client_factory=factory(documented))
     assert [c.account for c in by_provider] == ["eguma.default", "eguma.second"]
-    assert exit_code(check_accounts(accounts, account="nope")) == 1  # nothing matched
+    assert exit_code(check_accounts(accounts, account="nope")) == 2  # nothing matched: usage
 
 
 def parser() -> argparse.ArgumentParser:
@@ -159,3 +159,15 @@ def test_the_command_json_and_selection(
     assert [(a["account"], a["result"]) for a in report["accounts"]] == [("remypass.default", "ok")]
     with pytest.raises(SystemExit):
         parser().parse_args(["accounts", "check", "--provider", "nope"])
+
+
+def test_an_accounts_file_that_does_not_load_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(settings: object) -> object:
+        raise AccountsError("cannot read accounts file x.toml: no such file")
+
+    monkeypatch.setattr(accounts_check, "get_accounts", broken)
+    args = parser().parse_args(["accounts", "check"])
+    assert args.fn(args) == 2
+    assert "cannot read accounts file" in capsys.readouterr().out

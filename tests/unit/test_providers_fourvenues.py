@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import httpx
 import pytest
 from provider_fakes import (
@@ -435,3 +437,27 @@ def test_two_purchases_for_the_same_people_are_ambiguous() -> None:
         )
     assert outcome.kind is OutcomeKind.NEEDS_REVIEW
     assert len(fake.calls("POST")) == 1
+
+
+def test_an_account_setting_can_say_whether_sent_codes_are_kept() -> None:
+    """Read only if the settings define `qr_codes_kept` (a field asked for, not yet there)."""
+
+    class Account:
+        def __init__(self, base: object, kept: bool) -> None:
+            self._base, self.qr_codes_kept = base, kept
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._base, name)
+
+    fake = (
+        FakeProvider()
+        .on("GET", by_code(CODES[0]), fv_not_found())
+        .on("POST", CREATE, created(fv_ticket(CODES[0])))
+    )
+    for kept, posts in ((True, 1), (False, 1)):
+        a = attempt("fourvenues", fv_payload(), number=2, in_doubt=True, qr_codes=CODES[:1])
+        a = dataclasses.replace(a, account=Account(a.account, kept))  # type: ignore[arg-type]
+        with fake.client() as client:
+            outcome = fourvenues.issue(client, a)
+        assert outcome.kind is (OutcomeKind.ISSUED if kept else OutcomeKind.NEEDS_REVIEW)
+        assert len(fake.calls("POST")) == posts

@@ -104,3 +104,17 @@ def test_created_pass_is_normalised_and_sent_with_the_key_header() -> None:
     assert outcome.kind is OutcomeKind.ISSUED and not outcome.reconciled
     assert [(t.ticket_id, t.code, t.seat) for t in outcome.tickets] == [("p1", "RP-1", "A12")]
     assert fake.requests[0].headers["x-api-key"] == "live-key-123456"
+
+
+def test_a_duplicate_answer_carrying_the_pass_keeps_its_ids() -> None:
+    body = {
+        "success": False,
+        "message": "bookingId must be unique",
+        "data": {"passInstance": {"_id": "p9", "serialNumber": "RP-9"}},
+    }
+    fake = FakeProvider().on("POST", CREATE, httpx.Response(400, json=body))
+    with fake.client() as client:
+        outcome = remypass.issue(client, attempt("remypass", remypass_payload(), number=2, in_doubt=True))
+    assert outcome.kind is OutcomeKind.ISSUED and outcome.reconciled
+    assert outcome.provider_reference == "p9"
+    assert [(t.ticket_id, t.code) for t in outcome.tickets] == [("p9", "RP-9")]

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import redis
-
+from worker import redis_clients
 from worker.devtools.demo import demo_envelopes
 from worker.devtools.embedded import redis_answers, start_for_url
 from worker.devtools.supervisor import Supervisor
@@ -115,7 +114,7 @@ def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0) -> int:
             f"(or: ./ticketrelay publish FILE.jsonl)"
         )
         print(f"results   XREAD STREAMS {s.results_stream} 0")
-        client = redis.Redis.from_url(s.redis_url)
+        client = redis_clients.client("ops", s)
         wanted: set[str] = set()
         start_id = f"{int(time.time() * 1000) - 1}-0"
         if demo:

@@ -8,14 +8,11 @@ import tempfile
 import time
 from urllib.parse import urlparse
 
-import redis
+from worker import redis_clients
 
 
 def redis_answers(url: str, timeout: float = 0.5) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping())
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
-        return False
+    return redis_clients.answers(url, timeout)
 
 
 def server_binary() -> str:

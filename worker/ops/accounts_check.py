@@ -4,7 +4,8 @@ For each account: the credentials are present, the provider accepts them, and th
 adapter reconciles with answers as documented (Fourvenues: by-code lookup of a random code ->
 its JSON not-found; channels: GET /tickets; RemyPass: GET /passes/{random id} -> 404; e-guma:
 orders.json for an order number that cannot exist -> an empty list). Nothing is created. The
-step before going live (docs/accounts-check.md); exit code 1 when an account is wrong.
+step before going live (docs/accounts-check.md); exit code 1 when an account is wrong, 2 when
+the accounts file does not load or no account matches the selection.
 
 The command is registered by worker/ops/cli.py through `add_parser`; `check_accounts` does the
 work and is what tests and other tools call.
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 import httpx
 
+from worker.ops import errors
 from worker.providers import PROVIDER_NAMES, build_client, get_provider
 from worker.providers.pipeline import ProbeResult
 from worker.settings import AccountConfig, AccountsError, Settings, get_accounts
@@ -71,10 +73,11 @@ def check_accounts(
 
 
 def exit_code(checks: list[AccountCheck]) -> int:
-    """0 when every account works (warnings included), 1 when one is wrong or none matched."""
+    """0 when every account works (warnings included), 1 when one is wrong, 2 (usage) when
+    no configured account matches the selection (the exit codes of worker/ops/errors.py)."""
     if not checks:
-        return 1
-    return 1 if any(c.result == FAILED for c in checks) else 0
+        return errors.USAGE
+    return errors.FAILED if any(c.result == FAILED for c in checks) else errors.OK
 
 
 def render_table(checks: list[AccountCheck]) -> str:
@@ -100,7 +103,7 @@ def run(
             accounts = get_accounts(Settings())
         except AccountsError as exc:
             print(f"accounts check: {exc}")
-            return 1
+            return errors.USAGE
     checks = check_accounts(
         accounts,
         account=args.account,

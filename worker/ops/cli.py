@@ -11,23 +11,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from worker import redis_clients
 from worker.logs import setup_logging
+from worker.ops import accounts_check, dead_letters, errors, webhooks_cli
 from worker.ops.reissue_cli import add_arguments as reissue_args
-from worker.settings import get_accounts, get_settings
+from worker.redis_clients import Purpose
+from worker.settings import Settings, get_accounts, get_settings
 
 
-def _redis() -> Any:
-    import redis
-
-    # Timeouts: a silent connection (a host gone without a reset) must raise, not hang the
-    # intake forever; the read timeout stays well above the intake's blocking read.
-    return redis.Redis.from_url(
-        get_settings().redis_url,
-        socket_timeout=30,
-        socket_connect_timeout=5,
-        socket_keepalive=True,
-        health_check_interval=15,
-    )
+def _redis(purpose: Purpose = "ops") -> Any:
+    return redis_clients.client(purpose, get_settings())
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
@@ -63,7 +56,7 @@ def cmd_intake(_args: argparse.Namespace) -> int:
     setup_logging()
     settings = get_settings()
     accounts = get_accounts(settings)
-    intake = Intake(_redis(), get_engine(), settings, accounts, enqueue_issue, enqueue_issue_many)
+    intake = Intake(_redis("intake"), get_engine(), settings, accounts, enqueue_issue, enqueue_issue_many)
     intake.run(_stop_on_signals())
     return 0
 
@@ -140,11 +133,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from worker.ops.status import collect, render
+    from worker.ops.status import collect, redis_unreachable, render
 
-    data = collect(get_settings())
+    settings = get_settings()
+    data = collect(settings)
     print(json.dumps(data, indent=2, default=str) if args.json else render(data))
-    return 0
+    if redis_unreachable(data):
+        where = errors.redis_url_for_humans(settings.redis_url)
+        print(f"ticketrelay status: Redis unreachable at {where}", file=sys.stderr)
+        return errors.UNREACHABLE
+    return errors.OK
 
 
 def cmd_redis_cli(args: argparse.Namespace) -> int:
@@ -166,7 +164,7 @@ def _format_reply(reply: Any, indent: int = 0) -> str:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from worker.ops.metrics_server import main as metrics_main
+    from worker.ops.metrics.server import main as metrics_main
 
     return metrics_main(args.metrics_args)
 
@@ -200,7 +198,12 @@ def cmd_demo(_args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ticketrelay", description="Relay bookings to ticket providers.")
+    p = argparse.ArgumentParser(
+        prog="ticketrelay",
+        description="Relay bookings to ticket providers.",
+        epilog=errors.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
     sub.add_parser("intake", help="consume the bookings stream").set_defaults(fn=cmd_intake)
@@ -236,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     reissue_args(sp)
     sp.set_defaults(fn=cmd_reissue)
     sub.add_parser("schema", help="write schemas/{envelope,result}.schema.json").set_defaults(fn=cmd_schema)
+    accounts_check.add_parser(sub)
+    dead_letters.add_parser(sub)
+    webhooks_cli.add_parser(sub)
     sp = sub.add_parser("dev", help="everything on one machine, embedded defaults")
     sp.add_argument("--demo", action="store_true", help="publish sample bookings of every provider")
     sp.set_defaults(fn=cmd_dev)
@@ -247,7 +253,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.fn(args) or 0)
+    try:
+        return int(args.fn(args) or 0)
+    except KeyboardInterrupt:
+        print(f"ticketrelay {args.command}: interrupted", file=sys.stderr)
+        return errors.STOPPED
+    except Exception as exc:
+        # One line naming the problem, for what an operator can fix (a store down, a missing
+        # file, a database not migrated); anything else is a bug and keeps its traceback.
+        problem = errors.describe(exc, _settings_or_none())
+        if problem is None:
+            raise
+        print(f"ticketrelay {args.command}: {problem.message}", file=sys.stderr)
+        return problem.code
+
+
+def _settings_or_none() -> Settings | None:
+    try:
+        return get_settings()
+    except ValueError:  # the settings themselves are what failed
+        return None
 
 
 if __name__ == "__main__":

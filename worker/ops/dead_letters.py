@@ -539,10 +539,11 @@ class Stores:
 
 def _default_stores() -> Stores:
     from worker.db import engine_for
+    from worker.redis_clients import client as redis_client
     from worker.settings import get_accounts, get_settings
 
     settings = get_settings()
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=10)
+    client = redis_client("ops", settings)
     return Stores(
         settings,
         client,

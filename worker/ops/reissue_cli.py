@@ -7,15 +7,17 @@ import json
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
-from worker.ops.reissue import Progress, ReissueRefused, Run, Selection
+from worker.ops import errors
+from worker.ops.progress import ProgressReporter
+from worker.ops.reissue import ReissueRefused, Run, Selection
+from worker.providers import PROVIDER_NAMES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--provider", help="only this provider")
+    p.add_argument("--provider", choices=PROVIDER_NAMES, help="only this provider")
     p.add_argument("--account", help="only this account")
     p.add_argument(
         "--status",
@@ -38,25 +40,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", metavar="FILE", help="also write the report as JSON to FILE")
 
 
-def _bar(p: Progress, width: int = 28) -> str:
-    frac = p.done / p.total if p.total else 1.0
-    filled = int(width * min(frac, 1.0))
-    eta = "-" if p.eta_s is None else time.strftime("%H:%M:%S", time.gmtime(p.eta_s))
-    counts = " ".join(f"{k}={v}" for k, v in sorted(p.by_status.items()))
-    return (
-        f"\r[{'#' * filled}{'.' * (width - filled)}] {frac:4.0%} {p.done}/{p.total} "
-        f"{p.rate:6.1f}/s ETA {eta}  {counts}   "
-    )
-
-
 def run(args: argparse.Namespace) -> int:
+    from worker import redis_clients
     from worker.app import enqueue_issue, enqueue_issue_many
     from worker.db import get_engine
-    from worker.runtime import deps
     from worker.settings import get_accounts, get_settings
 
     settings = get_settings()
-    d = deps()
     selection = Selection(
         provider=args.provider,
         account=args.account,
@@ -67,14 +57,18 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         new_generation=args.new_generation,
     )
+    if args.file and not Path(args.file).is_file():
+        print(f"ticketrelay reissue: cannot read {args.file}: no such file", file=sys.stderr)
+        return errors.USAGE
     try:
         selection.validate()
     except ValueError as exc:
         print(f"ticketrelay reissue: {exc}", file=sys.stderr)
-        return 2
+        return errors.USAGE
     r = Run(
         get_engine(),
-        d.redis,
+        # A run feeds for hours: the worker's client, which rides out a Redis restart.
+        redis_clients.client("worker", settings),
         settings,
         lambda key: enqueue_issue(key, bulk=True),
         run_id=args.resume,
@@ -83,15 +77,15 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.resume and not args.dry_run and not r.load_or_create():
         print(f"ticketrelay reissue: no run {args.resume!r} to resume", file=sys.stderr)
-        return 2
+        return errors.USAGE
     if args.file and args.new_generation:
         print("ticketrelay reissue: --new-generation works on a selection, not on --file", file=sys.stderr)
-        return 2
+        return errors.USAGE
     try:
         r.check_safe()
     except ReissueRefused as exc:
         print(f"ticketrelay reissue: {exc}", file=sys.stderr)
-        return 2
+        return errors.USAGE
     if args.dry_run:
         return _dry_run(r, args, get_accounts(settings))
 
@@ -100,29 +94,24 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if not r.lock():
         print(f"ticketrelay reissue: run {r.run_id} is being fed elsewhere", file=sys.stderr)
-        return 2
+        return errors.FAILED
     try:
         if not args.resume:
             r.load_or_create()
         print(f"run {r.run_id}: {'resuming' if args.resume else 'starting'}", file=sys.stderr)
-        last = [0.0]
-
-        def show(p: Progress) -> None:
-            if time.monotonic() - last[0] > 0.2:
-                last[0] = time.monotonic()
-                sys.stderr.write(_bar(p))
-                sys.stderr.flush()
-
-        if args.file:
-            with Path(args.file).open() as fh:
-                r.drive_envelopes(fh, get_accounts(settings))
-            completed = r.wait_until_final(stop, show)
-        else:
-            completed = r.feed(stop, show)
+        show = ProgressReporter(sys.stderr)
+        try:
+            if args.file:
+                with Path(args.file).open() as fh:
+                    r.drive_envelopes(fh, get_accounts(settings))
+                completed = r.wait_until_final(stop, show)
+            else:
+                completed = r.feed(stop, show)
+        finally:
+            show.close()
         report = r.finish(completed)
     finally:
         r.unlock()
-    sys.stderr.write("\n")
     print(json.dumps(report, indent=2, default=str))
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2, default=str))
@@ -132,8 +121,8 @@ def run(args: argparse.Namespace) -> int:
             f"ticketrelay reissue --resume {r.run_id}",
             file=sys.stderr,
         )
-        return 3
-    return 0
+        return errors.STOPPED
+    return errors.OK
 
 
 def _dry_run(r: Run, args: argparse.Namespace, accounts: dict[Any, Any]) -> int:

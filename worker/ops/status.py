@@ -1,48 +1,52 @@
-"""`ticketrelay status`: depths of the streams and queue, counts by status, oldest pending."""
+"""`ticketrelay status`: depths of the streams and queues, counts by status, oldest pending.
+
+Redis depths come from worker.queues (as the metrics exporter reads them), SQL counts from
+worker.ledger. A Redis that does not answer is reported in the output (and makes the command
+exit non-zero); the database is the record, so a database error propagates."""
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
-import redis
-from sqlalchemy import func, select
-
-from schemas.statuses import ACTIVE_STATUSES, FINAL_STATUSES
-from worker import ledger
+from schemas.statuses import FINAL_STATUSES
+from worker import ledger, redis_clients
 from worker.db import engine_for
 from worker.ops.reissue import running_runs
+from worker.queues import read_depths
 from worker.settings import Settings
 
 
-def collect(settings: Settings) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+def redis_part(settings: Settings) -> dict[str, Any]:
+    client = redis_clients.client("ops", settings)
     try:
-        pending = 0
-        with contextlib.suppress(redis.ResponseError):  # no group yet
-            pending = int(client.xpending(settings.intake_stream, settings.intake_group)["pending"])
-        out["redis"] = {
-            "intake_stream": client.xlen(settings.intake_stream),
-            "intake_pending": pending,
-            "celery_queue": client.llen(settings.queue),
-            "results_stream": client.xlen(settings.results_stream),
-            "dead_letters": client.xlen(settings.dead_stream),
-        }
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        out["redis"] = {"error": f"unreachable: {type(exc).__name__}"}
+        d = read_depths(client, settings)
+    except redis_clients.UNREACHABLE as exc:
+        return {"error": f"unreachable: {type(exc).__name__}"}
+    finally:
+        client.close()
+    return {
+        "intake_stream": d.intake_length,
+        "intake_pending": d.intake_pending,
+        "intake_lag": d.intake_lag,
+        "celery_queue": d.queues.get(settings.queue, 0),
+        "bulk_queue": d.queues.get(settings.bulk_queue, 0),
+        "unacked": d.unacked,
+        "results_stream": d.results_length,
+        "dead_letters": d.dead_length,
+    }
+
+
+def collect(settings: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {"redis": redis_part(settings)}
     engine = engine_for(settings.database_url)
-    counts = ledger.counts_by_status(engine)
+    groups = ledger.booking_groups(engine)
     by_status: dict[str, int] = {}
     by_provider: dict[str, dict[str, int]] = {}
-    for (provider, status), n in counts.items():
-        by_status[status] = by_status.get(status, 0) + n
-        by_provider.setdefault(provider, {})[status] = n
-    with engine.connect() as conn:
-        oldest = conn.execute(
-            select(func.min(ledger.C.created_at)).where(ledger.C.status.in_(list(ACTIVE_STATUSES)))
-        ).scalar()
-    oldest = ledger.as_utc(oldest)
+    for g in groups:
+        by_status[g.status] = by_status.get(g.status, 0) + g.count
+        statuses = by_provider.setdefault(g.provider, {})
+        statuses[g.status] = statuses.get(g.status, 0) + g.count
+    oldest = ledger.oldest_unfinished(groups)
     out["bookings"] = {"by_status": by_status, "by_provider": by_provider}
     out["reissue_runs"] = [
         {**run, "done": sum(n for st, n in run["by_status"].items() if st in FINAL_STATUSES)}
@@ -54,10 +58,14 @@ def collect(settings: Settings) -> dict[str, Any]:
     return out
 
 
+def redis_unreachable(data: dict[str, Any]) -> bool:
+    return "error" in data["redis"]
+
+
 def render(data: dict[str, Any]) -> str:
     lines = ["redis:"]
     for k, v in data["redis"].items():
-        lines.append(f"  {k:<16} {v}")
+        lines.append(f"  {k:<16} {'-' if v is None else v}")
     lines.append("bookings by status:")
     for k, v in sorted(data["bookings"]["by_status"].items()):
         lines.append(f"  {k:<16} {v}")

@@ -8,7 +8,6 @@ task's business, never the adapter's.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +22,8 @@ from schemas.result import ResultError, Ticket
 # Re-exported: the code derivation of rows already in flight now lives in codes.py.
 from worker.providers.codes import derive_qr_code as derive_qr_code
 from worker.providers.codes import with_derived_qr_codes as with_derived_qr_codes
+from worker.redaction import MESSAGE_LIMIT as REDACTION_LIMIT
+from worker.redaction import scrub
 from worker.settings import AccountConfig
 
 
@@ -87,42 +88,9 @@ class Provider(Protocol):
 # Shared rules: scrubbing, outcome constructors, sending, and the default classification.
 # --------------------------------------------------------------------------------------------
 
-MESSAGE_LIMIT = 300
-
-_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
-# Six or more digits, optionally split by single spaces, dots or dashes: phone numbers,
-# document numbers, card numbers, birthdays. Short numbers (status codes, counts) stay.
-_DIGITS_RE = re.compile(r"\+?\d(?:[ .\-/]?\d){5,}")
-# A URL may carry a key in its query string (e-guma), so no URL survives.
-_URL_RE = re.compile(r"\b(?:https?|wss?)://\S+", re.IGNORECASE)
-_KEY_VALUE_RE = re.compile(
-    r"\b(api[_-]?key|apikey|secret|token|password|integration_id)(\s*[=:]\s*)\S+", re.IGNORECASE
-)
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
-_SPACES_RE = re.compile(r"\s{2,}")
-
-
-def scrub(text: object, *, secrets: Iterable[str] = (), limit: int = MESSAGE_LIMIT) -> str:
-    """Make provider-supplied text safe for an error message, a log line or a result.
-
-    Removes the given secrets, URLs, `key=value` credentials, email addresses and long digit
-    runs, flattens control characters and truncates to `limit` characters. Names cannot be
-    recognised reliably, so callers copy only the provider's error text, never request data."""
-    if text is None:
-        return ""
-    value = text if isinstance(text, str) else str(text)
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            value = value.replace(secret, "[secret]")
-    value = _URL_RE.sub("[url]", value)
-    value = _KEY_VALUE_RE.sub(r"\1\2[secret]", value)
-    value = _EMAIL_RE.sub("[email]", value)
-    value = _DIGITS_RE.sub("[number]", value)
-    value = _CONTROL_RE.sub(" ", value)
-    value = _SPACES_RE.sub(" ", value).strip()
-    if len(value) > limit:
-        value = value[: limit - 1].rstrip() + "…"
-    return value
+# scrub() lives in worker.redaction (secrets in every encoded form, credentials under any key
+# name, emails, long digit runs, echoes of our own request); re-exported for the adapters.
+MESSAGE_LIMIT = REDACTION_LIMIT
 
 
 def account_secrets(account: AccountConfig) -> tuple[str, ...]:
@@ -334,6 +302,7 @@ def classify_response(
     label: str,
     detail: str | None = None,
     secrets: Iterable[str] = (),
+    echoes: Iterable[str] = (),
 ) -> Outcome:
     """The default table (DESIGN.md "Retry classification") for a non-2xx answer.
 
@@ -341,7 +310,7 @@ def classify_response(
     status = response.status_code
     if 200 <= status < 300:
         raise ValueError("classify_response is for non-2xx answers")
-    text = scrub(detail, secrets=secrets)
+    text = scrub(detail, secrets=secrets, echoes=echoes)
     said = f": {text}" if text else "."
     if status in (401, 403):
         what = "missing or invalid credentials" if status == 401 else "a permission is missing"

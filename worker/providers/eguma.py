@@ -151,7 +151,7 @@ class Eguma(Adapter):
             return needs_review(
                 "idempotency_mismatch",
                 f"{self.label} refused the Idempotency-Key (HTTP {status}): "
-                f"{scrub(detail, secrets=call.secrets) or 'no details'}. The key was used before, "
+                f"{call.said(detail) or 'no details'}. The key was used before, "
                 "with another request body or by a request still running; an earlier attempt may "
                 "have created the booking. Check at e-guma; never retry with a new key.",
                 http_status=status,

@@ -186,6 +186,12 @@ class Fourvenues(FourvenuesAdapter):
                 self._rate_events[(base, rate)] = event
 
     def absence_is_proof(self, call: Call) -> bool | None:
+        # An operator who has confirmed with Fourvenues how the account treats a sent qr_code
+        # can say so in the accounts file (`qr_codes_kept = true|false`, read only if the
+        # settings define it); otherwise what this process's answers have shown, if anything.
+        configured = getattr(call.account, "qr_codes_kept", None)
+        if isinstance(configured, bool):
+            return configured
         return self._keeps_codes.get(call.account.base_url)
 
     # --- the event listing ----------------------------------------------------------------------

@@ -40,7 +40,6 @@ from worker.providers.base import (
     json_or_none,
     needs_review,
     retry,
-    scrub,
 )
 from worker.providers.pipeline import Adapter, Call
 
@@ -222,7 +221,7 @@ class FourvenuesAdapter(Adapter):
             return failed(
                 "provider_rejected",
                 f"{self.label} answered HTTP {status} with success=false: "
-                f"{scrub(detail, secrets=call.secrets) or 'no details'}",
+                f"{call.said(detail) or 'no details'}",
                 http_status=status,
             )
         raw = ticket_objects(body.get("data") if isinstance(body, dict) else None)
@@ -317,7 +316,7 @@ class FourvenuesAdapter(Adapter):
         return failed(
             "duplicate",
             f"{self.label} refused a qr_code of this booking as already used "
-            f"({scrub(detail, secrets=call.secrets)}), and no earlier attempt of ours could "
+            f"({call.said(detail)}), and no earlier attempt of ours could "
             "have created it.",
             http_status=response.status_code,
         )

@@ -28,8 +28,10 @@ from worker.providers.base import (
     failed,
     join_url,
     keep_doubt,
+    scrub,
     send,
 )
+from worker.redaction import payload_echoes
 from worker.settings import AccountConfig
 
 
@@ -49,6 +51,8 @@ class Call:
     attempt: Attempt
     auth: Auth
     secrets: tuple[str, ...]
+    # Strings of our own request (names, emails...): a provider's error text may repeat them.
+    echoes: tuple[str, ...]
     # The request body as it will be sent (Fourvenues: with every ticket's qr_code filled in).
     body: dict[str, Any]
     # The ticket codes of `body`, in ticket order (Fourvenues only; empty elsewhere).
@@ -57,6 +61,10 @@ class Call:
     @property
     def account(self) -> AccountConfig:
         return self.attempt.account
+
+    def said(self, detail: object) -> str:
+        """The provider's text `detail`, safe to put into a message (see worker.redaction)."""
+        return scrub(detail, secrets=self.secrets, echoes=self.echoes)
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,7 @@ class Adapter:
             attempt=attempt,
             auth=self.auth(attempt.account),
             secrets=account_secrets(attempt.account),
+            echoes=payload_echoes(attempt.payload),
             body=body,
             codes=self.codes_of(body),
         )
@@ -216,7 +225,9 @@ class Adapter:
 
     def classify(self, call: Call, response: httpx.Response, detail: str | None) -> Outcome:
         """A non-2xx answer that is not a duplicate: the default table of base.py."""
-        return classify_response(response, label=self.label, detail=detail, secrets=call.secrets)
+        return classify_response(
+            response, label=self.label, detail=detail, secrets=call.secrets, echoes=call.echoes
+        )
 
     def probe(self, client: httpx.Client, account: AccountConfig) -> ProbeResult:
         """A harmless call that shows whether the account works (credentials accepted, the

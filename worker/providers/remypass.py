@@ -19,7 +19,7 @@ import httpx
 
 from schemas.payloads.remypass import RemyPassBooking
 from schemas.result import Ticket
-from worker.providers.base import Outcome, failed, issued, json_or_none, needs_review, scrub
+from worker.providers.base import Outcome, failed, issued, json_or_none, needs_review
 from worker.providers.pipeline import Adapter, Auth, Call, ProbeResult, probe_problem
 from worker.settings import AccountConfig
 
@@ -48,6 +48,15 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _pass_instance(body: object) -> dict[str, Any] | None:
+    """`data.passInstance` of an answer, when it is a pass with an id."""
+    data = body.get("data") if isinstance(body, dict) else None
+    instance = data.get("passInstance") if isinstance(data, dict) else None
+    if isinstance(instance, dict) and _str(instance.get("_id")):
+        return instance
+    return None
+
+
 class RemyPass(Adapter):
     name = "remypass"
     label = "RemyPass"
@@ -68,10 +77,8 @@ class RemyPass(Adapter):
         return "POST", PATH, {"json": call.body}
 
     def parse_created(self, call: Call, response: httpx.Response, detail: str | None) -> Outcome:
-        body = json_or_none(response)
-        data = body.get("data") if isinstance(body, dict) else None
-        instance = data.get("passInstance") if isinstance(data, dict) else None
-        if not isinstance(instance, dict) or not _str(instance.get("_id")):
+        instance = _pass_instance(json_or_none(response))
+        if instance is None:
             # Not idempotent by key and no lookup: a retry would only say "duplicate".
             return needs_review(
                 "malformed_response",
@@ -94,13 +101,17 @@ class RemyPass(Adapter):
 
     def on_duplicate(self, call: Call, response: httpx.Response, detail: str | None) -> Outcome:
         if call.attempt.in_doubt:
-            # An earlier attempt of ours may have reached RemyPass: it created this pass.
-            ticket = Ticket(ticket_id=None, code=None, category=None, seat=seat_label(call.body))
-            return issued([ticket], None, reconciled=True)
+            # An earlier attempt of ours may have reached RemyPass: it created this pass. The
+            # docs do not say whether the refusal carries the pass; when it does, keep its ids.
+            instance = _pass_instance(json_or_none(response))
+            pass_id = _str(instance.get("_id")) if instance else None
+            code = (_str(instance.get("serialNumber")) or pass_id) if instance else None
+            ticket = Ticket(ticket_id=pass_id, code=code, category=None, seat=seat_label(call.body))
+            return issued([ticket], pass_id, reconciled=True)
         return failed(
             "duplicate",
             f"{self.label}: this bookingId is already used by another booking "
-            f"({scrub(detail, secrets=call.secrets)}); no earlier attempt of ours can have "
+            f"({call.said(detail)}); no earlier attempt of ours can have "
             "reached RemyPass, so it is not this booking's pass.",
             http_status=response.status_code,
         )

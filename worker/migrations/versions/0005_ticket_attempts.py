@@ -1,7 +1,7 @@
 """ticket_attempts, and revision / resolved_* on ticket_issuances
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-02 04:11:08.116161
 
 `ticket_attempts`: one row per provider call (and per operator settlement), written with the
@@ -17,7 +17,7 @@ import sqlmodel  # autogenerate refers to sqlmodel's column types
 
 
 revision = '0005'
-down_revision = '0003'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
