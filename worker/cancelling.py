@@ -192,7 +192,7 @@ def _last_error(row: TicketIssuance) -> ResultError | None:
 
 def _give_up(
     deps: Deps, row: TicketIssuance, token: str | None, attempts: int, account: AccountConfig,
-    in_doubt: bool, last: ResultError | None,
+    in_doubt: bool, last: ResultError | None, note: ledger.AttemptNote | None = None,
 ) -> TicketIssuance | None:  # fmt: skip
     # Out of attempts while a void may have gone through: needs_review, never a `failed` that
     # says "the booking is still valid".
@@ -207,7 +207,9 @@ def _give_up(
     )
     if token is None:
         return ledger.finish_without_call(deps.engine, row.idempotency_key, status, error, in_doubt=in_doubt)
-    return ledger.record_cancel_final(deps.engine, row.idempotency_key, token, status, error, in_doubt)
+    return ledger.record_cancel_final(
+        deps.engine, row.idempotency_key, token, status, error, in_doubt, note=note
+    )
 
 
 def _void(deps: Deps, row: TicketIssuance, booking: TicketIssuance) -> Step:
@@ -236,19 +238,31 @@ def _void(deps: Deps, row: TicketIssuance, booking: TicketIssuance) -> Step:
         booking_created_at=ledger.as_utc(booking.created_at),
         options=dict(row.payload or {}),
     )
+    called_at = ledger.utcnow()
     started = time.perf_counter()
     outcome = canceller.cancel(deps.clients.get(account), attempt)
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+    told = outcome.error or outcome.note
+    # The attempt history (ticket_attempts) of the cancel's key: its messages are built from
+    # scrubbed provider text only (cancel_pipeline).
+    note = ledger.AttemptNote(
+        number=attempt.number,
+        started_at=called_at,
+        duration_ms=elapsed_ms,
+        worker=deps.settings.consumer_name,
+        message=told.message if told is not None else None,
+    )
     log.info(
         "provider void call",
         extra={
             "event": "provider_void",
             "outcome": outcome.kind.value,
             "reconciled": outcome.reconciled,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            "duration_ms": elapsed_ms,
             **_ctx(row, attempt=attempt.number),
         },
     )
-    return _record(deps, row, booking, token, attempt, outcome)
+    return _record(deps, row, booking, token, attempt, outcome, note)
 
 
 def _record(
@@ -258,6 +272,7 @@ def _record(
     token: str,
     attempt: CancelAttempt,
     outcome: CancelOutcome,
+    note: ledger.AttemptNote,
 ) -> Step:
     key = row.idempotency_key
     in_doubt = attempt.in_doubt or outcome.may_have_voided
@@ -280,17 +295,22 @@ def _record(
             False,
             tickets=booking.tickets,
             provider_reference=booking.provider_reference,
+            note=note,
         )
         return _final(recorded)
     error = outcome.error or ResultError(type="unknown", message="no error detail", retryable=True)
     if outcome.kind is CancelKind.FAILED:
-        return _final(ledger.record_cancel_final(deps.engine, key, token, Status.FAILED, error, in_doubt))
+        return _final(
+            ledger.record_cancel_final(deps.engine, key, token, Status.FAILED, error, in_doubt, note=note)
+        )
     if outcome.kind is CancelKind.NEEDS_REVIEW:
-        return _final(ledger.record_cancel_final(deps.engine, key, token, Status.NEEDS_REVIEW, error, True))
+        return _final(
+            ledger.record_cancel_final(deps.engine, key, token, Status.NEEDS_REVIEW, error, True, note=note)
+        )
     account = attempt.account
     if attempt.number - row.attempts_base >= account.max_attempts:
-        return _final(_give_up(deps, row, token, attempt.number, account, in_doubt, error))
+        return _final(_give_up(deps, row, token, attempt.number, account, in_doubt, error, note))
     delay = next_delay(attempt.number, account.backoff_base_s, account.backoff_cap_s, outcome.retry_after_s)
-    if ledger.record_retry(deps.engine, key, token, error, in_doubt, delay) is None:
+    if ledger.record_retry(deps.engine, key, token, error, in_doubt, delay, note=note) is None:
         return Next(), None
     return (Next(countdown=delay) if delay <= deps.settings.max_countdown_s else Next()), None

@@ -43,8 +43,9 @@ def result_from_row(row: TicketIssuance) -> ResultMessage:
         error=error,
         metadata=row.message_metadata or {},
         completed_at=row.completed_at or utcnow(),
-        # 1.1: a corrected result (a booking voided by a cancel) carries a raised revision.
-        revision=getattr(row, "result_revision", None) or 1,
+        # 0 only for a row from before revisions were kept that is not final yet
+        revision=max(int(getattr(row, "revision", 0) or 0), 1),
+        # 1.1 cancellations: what the row is (an issue, or a cancel of `cancels`).
         operation=getattr(row, "operation", None) or "issue",
         cancels=getattr(row, "cancels", None),
     )

@@ -54,7 +54,7 @@ def test_cancel_voids_the_booking_once_and_corrects_its_result(h: Harness, provi
     _one_call_each(h, provider)
     assert set(h.issued_status(provider).values()) == {VOIDED[provider]}
     row = h.row(booking)
-    assert row.status == Status.CANCELLED and row.result_revision == 2
+    assert row.status == Status.CANCELLED and row.revision == 2
     (first, corrected) = h.results(booking)
     assert (first.status, first.revision) == ("issued", 1)
     assert (corrected.status, corrected.revision, corrected.operation) == ("cancelled", 2, "issue")

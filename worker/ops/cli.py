@@ -13,7 +13,7 @@ from typing import Any
 
 from worker import redis_clients
 from worker.logs import setup_logging
-from worker.ops import accounts_check, dead_letters, errors, webhooks_cli
+from worker.ops import accounts_check, bookings, dead_letters, errors, webhooks_cli
 from worker.ops.reissue_cli import add_arguments as reissue_args
 from worker.redis_clients import Purpose
 from worker.settings import Settings, get_accounts, get_settings
@@ -252,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     accounts_check.add_parser(sub)
     dead_letters.add_parser(sub)
     webhooks_cli.add_parser(sub)
+    bookings.add_parser(sub)  # show, list, resolve, retry
     sp = sub.add_parser("dev", help="everything on one machine, embedded defaults")
     sp.add_argument("--demo", action="store_true", help="publish sample bookings of every provider")
     sp.set_defaults(fn=cmd_dev)

@@ -1,13 +1,12 @@
-"""cancellations: operation, cancels, cancel_key, result_revision
+"""cancellations: operation, cancels, cancel_key
 
 Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-02 04:30:00
 
 `operation` (`issue` | `cancel`) and `cancels` (the cancelled booking's message_id) of a row;
-`cancel_key` on a booking: the one cancel allowed to call the provider's void;
-`result_revision`: the revision of the row's result, raised when a final result is corrected.
-Existing rows are issues at revision 1.
+`cancel_key` on a booking: the one cancel allowed to call the provider's void (a booking
+voided by a cancel gets its result's `revision`, from 0005, raised). Existing rows are issues.
 """
 from alembic import op
 import sqlalchemy as sa
@@ -15,9 +14,7 @@ import sqlmodel  # autogenerate refers to sqlmodel's column types
 
 
 revision = '0006'
-# The chain is 0003 -> 0004 -> 0005 -> 0006 once the branches are integrated: set this to
-# '0005' then. Until 0005 (ticket attempts) is merged, this branch's newest head is 0004.
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
@@ -29,7 +26,6 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column('cancels', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True))
         batch_op.add_column(sa.Column('cancel_key', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=True))
-        batch_op.add_column(sa.Column('result_revision', sa.Integer(), nullable=False, server_default='1'))
         # A cancel finds the cancels of its booking (the first one settles the rest).
         batch_op.create_index(
             'ix_ticket_issuances_cancels', ['provider', 'account', 'cancels'], unique=False
@@ -39,7 +35,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table('ticket_issuances', schema=None) as batch_op:
         batch_op.drop_index('ix_ticket_issuances_cancels')
-        batch_op.drop_column('result_revision')
         batch_op.drop_column('cancel_key')
         batch_op.drop_column('cancels')
         batch_op.drop_column('operation')
