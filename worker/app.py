@@ -186,3 +186,18 @@ def _exit_after(seconds: float) -> None:
     )
     logging.shutdown()
     os._exit(0)
+
+
+# --- cancellations (1.1) -------------------------------------------------------------------
+CANCEL_TASK = "ticketrelay.cancel"
+
+
+def enqueue_cancel(key: str, countdown: float | None = None) -> None:
+    """The claim-check task of a cancel: only its idempotency key, on the live queue."""
+    app.send_task(
+        CANCEL_TASK,
+        args=[key],
+        argsrepr=repr((key,)),
+        countdown=countdown,
+        queue=get_settings().queue,
+    )

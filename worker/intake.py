@@ -57,6 +57,7 @@ class Intake:
         accounts: dict[tuple[str, str], AccountConfig],
         enqueue: Enqueue,
         enqueue_many: EnqueueMany | None = None,
+        enqueue_cancel: Enqueue | None = None,
     ) -> None:
         self.client = client
         self.engine = engine
@@ -64,6 +65,8 @@ class Intake:
         self.accounts = accounts
         self.enqueue = enqueue
         self.enqueue_many: EnqueueMany = enqueue_many or self._enqueue_each
+        # 1.1: cancels go to their own task; without one, the issue task hands them on.
+        self.enqueue_cancel: Enqueue | None = enqueue_cancel
         self.stream = settings.intake_stream
         self.group = settings.intake_group
         self.consumer = settings.consumer_name
@@ -84,6 +87,20 @@ class Intake:
     def _enqueue_each(self, keys: list[str]) -> None:
         for key in keys:
             self.enqueue(key)
+
+    def _send_new(self, keys: list[str], accepted: list[Accepted]) -> None:
+        """Enqueue the keys a read created: cancels (1.1) on the cancel task when one is
+        configured, bookings in batches as before."""
+        cancels = {ok.idempotency_key for ok in accepted if ok.envelope.operation == "cancel"}
+        if self.enqueue_cancel is None or not cancels:
+            self.enqueue_many(keys)
+            return
+        issues = [key for key in keys if key not in cancels]
+        if issues:
+            self.enqueue_many(issues)
+        for key in keys:
+            if key in cancels:
+                self.enqueue_cancel(key)
 
     # --- one entry (after validation) ---------------------------------------------------
 
@@ -385,7 +402,7 @@ class Intake:
             new_keys = [ok.idempotency_key for _e, _f, ok in fresh if ok.idempotency_key in created]
             if new_keys:
                 try:
-                    self.enqueue_many(new_keys)
+                    self._send_new(new_keys, [ok for _e, _f, ok in fresh])
                 except Exception as exc:
                     # Rows written, tasks not sent: the entries are read again and, finding
                     # their rows queued, enqueued again (keys are ours: nothing to blame on

@@ -45,6 +45,11 @@ def result_from_row(row: TicketIssuance, sandbox: bool | None = None) -> ResultM
         metadata=row.message_metadata or {},
         completed_at=row.completed_at or utcnow(),
         sandbox=is_sandbox_account(row.provider, row.account) if sandbox is None else sandbox,
+        # 0 only for a row from before revisions were kept that is not final yet
+        revision=max(int(getattr(row, "revision", 0) or 0), 1),
+        # 1.1 cancellations: what the row is (an issue, or a cancel of `cancels`).
+        operation=getattr(row, "operation", None) or "issue",
+        cancels=getattr(row, "cancels", None),
     )
 
 

@@ -118,6 +118,16 @@ class Settings(BaseSettings):
     default_max_attempts: int = 8
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 300.0
+    # Provider outages (docs/outages.md): a circuit breaker per account, and a booking gives
+    # up by time as well as by attempts (None: no time limit).
+    breaker_enabled: bool = True
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_open_s: float = Field(default=5.0, gt=0)
+    breaker_max_open_s: float = Field(default=60.0, gt=0)
+    default_give_up_after_s: float | None = Field(default=86400.0, gt=0)
+    # Attempt history (ticket_attempts) older than this is deleted by the sweeper; 0: kept as
+    # long as its issuance.
+    attempts_retention_s: float = Field(default=90 * 86400.0, ge=0)
 
     # Rate limits applied to every account that sets none of its own (None: no limit).
     default_rate_limit_per_s: float | None = None
@@ -235,6 +245,7 @@ class AccountConfig(BaseModel):
     backoff_cap_s: float = 300.0
     # A simulator, not the provider: plain http is allowed and every result says "sandbox": true.
     sandbox: bool = False
+    give_up_after_s: float | None = Field(86400.0, gt=0)  # docs/outages.md
 
     # Signed HTTP callbacks (worker/webhooks): results of this account are also POSTed here.
     # callback_secret: "whsec_..." or "env:NAME", or a list of them while rotating (the first
@@ -341,6 +352,7 @@ def _defaults(settings: Settings | None) -> dict[str, Any]:
         "backoff_cap_s": s.backoff_cap_s,
         "rate_limit_per_s": s.default_rate_limit_per_s,
         "max_concurrent": s.default_max_concurrent,
+        "give_up_after_s": s.default_give_up_after_s,
     }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from worker import redis_clients
 from worker.logs import setup_logging
-from worker.ops import accounts_check, dead_letters, errors, purge, webhooks_cli
+from worker.ops import accounts_check, bookings, dead_letters, errors, purge, webhooks_cli
 from worker.ops.reissue_cli import add_arguments as reissue_args
 from worker.redis_clients import Purpose
 from worker.settings import AccountsError, Settings, get_accounts, get_settings, require_accounts_or_sandbox
@@ -57,7 +57,7 @@ def _refuse(command: str, exc: AccountsError) -> int:
 
 
 def cmd_intake(_args: argparse.Namespace) -> int:
-    from worker.app import enqueue_issue, enqueue_issue_many
+    from worker.app import enqueue_cancel, enqueue_issue, enqueue_issue_many
     from worker.db import get_engine
     from worker.intake import Intake
 
@@ -68,7 +68,15 @@ def cmd_intake(_args: argparse.Namespace) -> int:
         accounts = get_accounts(settings)
     except AccountsError as exc:
         return _refuse("intake", exc)
-    intake = Intake(_redis("intake"), get_engine(), settings, accounts, enqueue_issue, enqueue_issue_many)
+    intake = Intake(
+        _redis("intake"),
+        get_engine(),
+        settings,
+        accounts,
+        enqueue_issue,
+        enqueue_issue_many,
+        enqueue_cancel=enqueue_cancel,
+    )
     intake.run(_stop_on_signals())
     return 0
 
@@ -267,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     dead_letters.add_parser(sub)
     webhooks_cli.add_parser(sub)
     purge.add_parser(sub)
+    bookings.add_parser(sub)  # show, list, resolve, retry
     sp = sub.add_parser("dev", help="everything on one machine, embedded defaults")
     sp.add_argument("--demo", action="store_true", help="publish sample bookings of every provider")
     sp.add_argument(
