@@ -85,6 +85,8 @@ class Sim:
     def run_until(self, t_end: float, stop: Any = None) -> None:
         """Play events and sweeps in time order up to `t_end` (or until `stop()` is true)."""
         interval = self.deps.settings.sweep_interval_s
+        # A test that moved the clock forward by days: one sweep now, not one per 15 s missed.
+        self.next_sweep = max(self.next_sweep, self.clock.t)
         while True:
             t_event = self.events[0][0] if self.events else float("inf")
             t_next = min(t_event, self.next_sweep)
