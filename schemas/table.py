@@ -17,6 +17,7 @@ class TicketIssuance(SQLModel, table=True):
         UniqueConstraint("idempotency_key", name="uq_ticket_issuances_idempotency_key"),
         Index("ix_ticket_issuances_status_updated", "status", "updated_at"),
         Index("ix_ticket_issuances_message", "provider", "account", "message_id"),
+        Index("ix_ticket_issuances_cancels", "provider", "account", "cancels"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -71,6 +72,16 @@ class TicketIssuance(SQLModel, table=True):
     # When this key was last re-driven (ticketrelay retry, a bulk re-issuance run): the give-up
     # time limit counts from here, not from created_at.
     redriven_at: datetime | None = None
+
+    # --- 1.1 cancellations (migration 0006) ---
+    # `issue` or `cancel`; a cancel names the cancelled booking's message_id in `cancels`.
+    operation: str = Field(
+        default="issue", max_length=8, nullable=False, sa_column_kwargs={"server_default": "issue"}
+    )
+    cancels: str | None = Field(default=None, max_length=128)
+    # On a booking: the key of the one cancel that may call the provider's void (set once,
+    # compare-and-set), so repeated cancels make one call.
+    cancel_key: str | None = Field(default=None, max_length=36)
 
 
 class ReissueRun(SQLModel, table=True):

@@ -199,6 +199,12 @@ def _guarded(deps: Deps, row: TicketIssuance, bulk: bool) -> Step:
 
 
 def _step(deps: Deps, row: TicketIssuance, bulk: bool) -> Step:
+    if row.operation == "cancel":
+        # A cancel row (1.1) reaches the issue task too (the sweeper, an intake re-enqueue):
+        # it is never issued, worker.cancelling does its work.
+        from worker import cancelling
+
+        return cancelling.step(deps, row)
     key = row.idempotency_key
     if ledger.is_final(row):
         return Next(), (row if row.callback_sent_at is None else None)

@@ -75,6 +75,9 @@ class NewBooking:
     payload_sha256: str
     reply_to: str
     metadata: dict[str, str]
+    # 1.1: a cancel names the booking it cancels.
+    operation: str = "issue"
+    cancels: str | None = None
 
 
 def _insert(engine: Engine, values: dict[str, Any]) -> bool:
@@ -111,6 +114,8 @@ def _row_values(b: NewBooking, status: Status, now: datetime) -> dict[str, Any]:
         "reply_to": b.reply_to,
         "message_metadata": b.metadata,
         "in_doubt": False,
+        "operation": b.operation,
+        "cancels": b.cancels,
     }
 
 
@@ -740,6 +745,128 @@ def oldest_unfinished(groups: list[BookingGroup]) -> datetime | None:
     return min(found) if found else None
 
 
+# =============================================================================================
+# Retention and erasure of personal data (worker/retention.py, tasks/retention.py,
+# worker/ops/purge.py, docs/data-protection.md). A row's dependents (its webhook outbox
+# entries and, where that table exists, its attempt history) go in the same transaction.
+# Imports here, not at the top, so that this block merges as one piece.
+# =============================================================================================
+
+from sqlalchemy import inspect as sa_inspect  # noqa: E402
+from sqlalchemy import null as sa_null  # noqa: E402
+from sqlalchemy import text as sa_text  # noqa: E402
+
+from schemas.table import WebhookOutbox  # noqa: E402
+
+ATTEMPTS_TABLE = "ticket_attempts"
+_OUTBOX = WebhookOutbox.__table__  # type: ignore[attr-defined]
+_FINAL = C.status.in_(list(FINAL_STATUSES))
+
+
+def _old_final(completed_before: datetime) -> Any:
+    return and_(_FINAL, C.completed_at < completed_before)
+
+
+def _delete_dependents(conn: Connection, keys: list[str]) -> dict[str, int]:
+    """Delete the outbox entries and attempt rows of `keys`; how many of each went. The
+    attempts table may not exist (yet): looked up, not assumed."""
+    if not keys:
+        return {"outbox": 0, "attempts": 0}
+    outbox = conn.execute(_OUTBOX.delete().where(_OUTBOX.c.idempotency_key.in_(keys))).rowcount
+    attempts = 0
+    if sa_inspect(conn).has_table(ATTEMPTS_TABLE):
+        stmt = sa_text(f"DELETE FROM {ATTEMPTS_TABLE} WHERE idempotency_key IN :keys").bindparams(
+            bindparam("keys", expanding=True)
+        )
+        attempts = conn.execute(stmt, {"keys": keys}).rowcount
+    return {"outbox": int(outbox or 0), "attempts": int(attempts or 0)}
+
+
+def _locked_keys(conn: Connection, cond: Any, limit: int) -> list[str]:
+    # FOR UPDATE SKIP LOCKED on PostgreSQL: a row a worker or a re-issuance holds right now is
+    # left for the next batch, and nothing changes the selected rows before we do. SQLite
+    # ignores it (its write transaction already excludes every other writer).
+    stmt = select(C.idempotency_key).where(cond).order_by(C.id).limit(limit)
+    return list(conn.execute(stmt.with_for_update(skip_locked=True)).scalars())
+
+
+def drop_old_payloads(engine: Engine, completed_before: datetime, limit: int) -> int:
+    """Set the payload of up to `limit` rows final before `completed_before` to SQL NULL;
+    how many changed. payload_sha256 stays (a resend is still recognised as one); such a row
+    can no longer be re-driven, having nothing to send."""
+    with writing(engine) as conn:
+        cond = and_(_old_final(completed_before), C.payload.is_not(None))
+        keys = _locked_keys(conn, cond, limit)
+        if not keys:
+            return 0
+        return int(
+            conn.execute(update(T).where(C.idempotency_key.in_(keys)).values(payload=sa_null())).rowcount
+        )
+
+
+def delete_old_rows(engine: Engine, completed_before: datetime, limit: int) -> dict[str, int]:
+    """Delete up to `limit` rows final before `completed_before`, with their dependents."""
+    with writing(engine) as conn:
+        keys = _locked_keys(conn, _old_final(completed_before), limit)
+        gone = _delete_dependents(conn, keys)
+        rows = conn.execute(T.delete().where(C.idempotency_key.in_(keys))).rowcount if keys else 0
+    return {"rows": int(rows or 0), **gone}
+
+
+def rows_for_message(
+    engine: Engine, message_id: str, provider: str | None = None, account: str | None = None
+) -> list[TicketIssuance]:
+    """Every row (all generations, every provider and account unless narrowed) of a message."""
+    conds = [C.message_id == message_id]
+    if provider:
+        conds.append(C.provider == provider)
+    if account:
+        conds.append(C.account == account)
+    with engine.connect() as conn:
+        rows = conn.execute(select(T).where(and_(*conds)).order_by(C.id)).mappings()
+        return [as_row(r) for r in rows]
+
+
+def erase_rows(engine: Engine, keys: list[str], delete_rows: bool) -> dict[str, int]:
+    """A person's deletion request, for final rows only (a row still being issued needs its
+    payload). Either delete the rows, or keep each as a tombstone without personal data:
+    status, key, message_id, payload_sha256 and provider_reference stay, so a resend of the
+    message is still answered from the row instead of issuing a second ticket."""
+    if not keys:
+        return {"rows": 0, "outbox": 0, "attempts": 0}
+    with writing(engine) as conn:
+        gone = _delete_dependents(conn, keys)
+        where_ = and_(C.idempotency_key.in_(keys), _FINAL)
+        if delete_rows:
+            rows = conn.execute(T.delete().where(where_)).rowcount
+        else:
+            rows = conn.execute(
+                update(T)
+                .where(where_)
+                .values(payload=sa_null(), tickets=[], qr_codes=sa_null(), message_metadata={})
+            ).rowcount
+    return {"rows": int(rows or 0), **gone}
+
+
+def count_without_payload(engine: Engine, f: RowFilter) -> int:
+    """Rows of a re-issuance selection whose payload is gone (they cannot be re-driven)."""
+    with engine.connect() as conn:
+        stmt = select(func.count()).select_from(T).where(_filter_cond(f), C.payload.is_(None))
+        return int(conn.execute(stmt).scalar_one())
+
+
+def restore_payload(engine: Engine, key: str, payload: dict[str, Any], payload_sha256: str) -> bool:
+    """Give a row whose payload was dropped its payload back, from a re-imported envelope of
+    the same message: only when the row has none and the hashes agree (the same payload)."""
+    with writing(engine) as conn:
+        changed = conn.execute(
+            update(T)
+            .where(C.idempotency_key == key, C.payload.is_(None), C.payload_sha256 == payload_sha256)
+            .values(payload=payload)
+        ).rowcount
+    return bool(changed)
+
+
 @lru_cache(maxsize=256)
 def _run_started_at(engine: Engine, run_id: str) -> datetime | None:
     with engine.connect() as conn:
@@ -979,3 +1106,132 @@ def redrive(engine: Engine, key: str, *, by: str, reason: str = "") -> TicketIss
             )
         )
     return as_row(done)
+
+
+# =============================================================================================
+# Cancellations (1.1): a cancel has its own row (operation `cancel`, `cancels` = the booking's
+# message_id). The booking's `cancel_key` names the one cancel that may call the provider's
+# void; every other cancel of it waits for that one and ends with its outcome.
+# =============================================================================================
+
+
+def find_booking(engine: Engine, provider: str, account: str, message_id: str) -> TicketIssuance | None:
+    """The row of `message_id` (its latest generation) for this provider and account, or None."""
+    with engine.connect() as conn:
+        row = (
+            conn.execute(
+                select(T)
+                .where(C.provider == provider, C.account == account, C.message_id == message_id)
+                .order_by(C.generation.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+    return as_row(row) if row is not None else None
+
+
+def take_cancel(engine: Engine, booking_key: str, cancel_key: str) -> str | None:
+    """Make `cancel_key` the booking's one voiding cancel, unless another took it first.
+    Returns the cancel key the booking holds now (ours, another's), None if no row."""
+    with writing(engine) as conn:
+        conn.execute(
+            update(T)
+            .where(C.idempotency_key == booking_key, C.cancel_key.is_(None))
+            .values(cancel_key=cancel_key, updated_at=utcnow())
+        )
+        return cast(
+            "str | None",
+            conn.execute(select(C.cancel_key).where(C.idempotency_key == booking_key)).scalar_one_or_none(),
+        )
+
+
+def mark_booking_cancelled(engine: Engine, booking_key: str, cancel_key: str) -> TicketIssuance | None:
+    """The booking voided at the provider: `issued` -> `cancelled`, its result corrected (a
+    raised revision, to be published again). Only by its voiding cancel; None when the booking
+    is not `issued` any more (already marked: a repeated step)."""
+    now = utcnow()
+    with writing(engine) as conn:
+        row = (
+            conn.execute(
+                update(T)
+                .where(
+                    C.idempotency_key == booking_key,
+                    C.cancel_key == cancel_key,
+                    C.status == Status.ISSUED.value,
+                )
+                .values(
+                    status=Status.CANCELLED.value,
+                    revision=C.revision + 1,
+                    callback_sent_at=None,
+                    completed_at=now,
+                    updated_at=now,
+                )
+                .returning(*T.c)
+            )
+            .mappings()
+            .first()
+        )
+    return as_row(row) if row is not None else None
+
+
+def cancel_wait(engine: Engine, key: str, delay_s: float) -> bool:
+    """A cancel waiting for its booking (still in flight, or not arrived): `retrying` until
+    `next_attempt_at`, no provider call counted. The sweeper re-drives it if the countdown
+    message is lost. False when the row is final or leased by a worker."""
+    now = utcnow()
+    with writing(engine) as conn:
+        changed = conn.execute(
+            update(T)
+            .where(
+                C.idempotency_key == key,
+                C.status.in_([Status.QUEUED.value, Status.RETRYING.value]),
+            )
+            .values(
+                status=Status.RETRYING.value,
+                next_attempt_at=now + timedelta(seconds=delay_s),
+                updated_at=now,
+            )
+        ).rowcount
+    return bool(changed)
+
+
+def finish_without_call(
+    engine: Engine,
+    key: str,
+    status: Status,
+    error: ResultError | None,
+    *,
+    tickets: list[dict[str, Any]] | None = None,
+    provider_reference: str | None = None,
+    in_doubt: bool = False,
+) -> TicketIssuance | None:
+    """A cancel settled without a provider call (its booking failed, needs review, or another
+    cancel of it decided), or its final status after one. None when it was already final."""
+    values: dict[str, Any] = {"status": status.value, "in_doubt": in_doubt, **_error_values(error)}
+    if tickets is not None:
+        values["tickets"] = tickets
+    if provider_reference is not None:
+        values["provider_reference"] = provider_reference
+    return _finish(engine, key, None, values)
+
+
+def record_cancel_final(
+    engine: Engine,
+    key: str,
+    token: str,
+    status: Status,
+    error: ResultError | None,
+    in_doubt: bool,
+    tickets: list[dict[str, Any]] | None = None,
+    provider_reference: str | None = None,
+    note: AttemptNote | None = None,
+) -> TicketIssuance | None:
+    """The final status of a cancel after its own provider call (lease holder only); `note`:
+    that call, for the attempt history."""
+    values: dict[str, Any] = {"status": status.value, "in_doubt": in_doubt, **_error_values(error)}
+    if tickets is not None:
+        values["tickets"] = tickets
+    if provider_reference is not None:
+        values["provider_reference"] = provider_reference
+    return _finish(engine, key, token, values, note)
