@@ -285,8 +285,8 @@ def test_an_account_may_set_its_own_give_up_after_s(tmp_path: Any) -> None:
 
     path = tmp_path / "accounts.toml"
     path.write_text(
-        '[eguma.default]\nbase_url = "http://x"\napi_key = "k"\n'
-        '[eguma.slow]\nbase_url = "http://x"\napi_key = "k"\ngive_up_after_s = 3600\n'
+        '[eguma.default]\nbase_url = "https://x.example"\napi_key = "k"\n'
+        '[eguma.slow]\nbase_url = "https://x.example"\napi_key = "k"\ngive_up_after_s = 3600\n'
     )
     accounts = load_accounts(path, Settings(default_give_up_after_s=7200))
     assert accounts[("eguma", "default")].give_up_after_s == 7200
