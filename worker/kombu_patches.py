@@ -14,6 +14,13 @@ Skipping the Redis call in exactly that case is safe: the message stays in Redis
 hash and comes back after the visibility timeout; by then its bookings are final in the ledger,
 so running it again publishes nothing new and calls no provider (and the sweeper re-drives any
 booking that was not finished much sooner).
+
+Upstream: not reported yet; docs/upstream.md holds the report, ready to file, with a minimal
+reproduction. Related, closed and older: celery/kombu#582 (the same AttributeError from
+`_connparams` on a closed channel, kombu 3.0) and celery/kombu#970 (restore_unacked at shutdown,
+kombu 4.2.2). The patch is written for the kombu versions in WRITTEN_FOR: `apply()` refuses any
+other, so an upgrade cannot silently run with a patch that no longer fits (review it, then add
+the version or delete the patch when kombu fixes the bug).
 """
 
 from __future__ import annotations
@@ -23,9 +30,28 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import kombu
 from kombu.transport import redis as kombu_redis
 
 log = logging.getLogger("ticketrelay.worker")
+
+# The kombu releases whose QoS.restore_unacked / ack / restore_by_tag this patch was checked against.
+WRITTEN_FOR = ("5.7.0",)
+
+
+class UnsupportedVersion(RuntimeError):
+    """A library we patch is at a version the patch was not written for."""
+
+
+def check_version(installed: str) -> None:
+    if installed not in WRITTEN_FOR:
+        raise UnsupportedVersion(
+            f"kombu {installed} is installed, but the workaround in worker/kombu_patches.py was "
+            f"written for kombu {', '.join(WRITTEN_FOR)}. Review it against kombu {installed} (is the "
+            "bug fixed? did QoS.restore_unacked, ack or restore_by_tag change?), then add the version "
+            "to WRITTEN_FOR or remove the patch; see docs/upstream.md."
+        )
+
 
 _PATCHED = ("restore_unacked", "ack", "restore_by_tag")
 _originals: dict[str, Callable[..., Any]] = {name: getattr(kombu_redis.QoS, name) for name in _PATCHED}
@@ -62,7 +88,9 @@ _ack = _guarded("ack")
 _restore_by_tag = _guarded("restore_by_tag")
 
 
-def apply() -> None:
+def apply(installed: str | None = None) -> None:
+    """Install the patch; raises UnsupportedVersion (at start-up) for an unreviewed kombu."""
+    check_version(kombu.__version__ if installed is None else installed)
     # A patch, on purpose: kombu offers no hook for this.
     kombu_redis.QoS.restore_unacked = _restore_unacked  # type: ignore[method-assign]
     kombu_redis.QoS.ack = _ack  # type: ignore[method-assign]

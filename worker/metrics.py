@@ -22,11 +22,16 @@ import atexit
 import json
 import logging
 import os
+import platform
 import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from prometheus_client.metrics_core import GaugeMetricFamily
+
+from worker.version import VERSION
 
 if TYPE_CHECKING:
     from worker.providers.base import Outcome
@@ -222,3 +227,16 @@ def dead_letter(client: _Redis, settings: _HasKey, error_type: str) -> None:
         _recorder.add(client, settings.metrics_key, {field_name(DEAD_LETTERS, safe_label(error_type)): 1})
     except Exception:
         log.debug("metrics: dead_letter not recorded", exc_info=True)
+
+
+def build_info() -> GaugeMetricFamily:
+    """`ticketrelay_build_info{version,python} 1`, the usual Prometheus idiom for which release
+    answers: join on it, alert when two versions run for long. It is the exporter's own release
+    (worker/version.py); during a rolling deploy the workers may still run the previous one."""
+    info = GaugeMetricFamily(
+        "ticketrelay_build_info",
+        "The ticketrelay release this exporter runs (always 1; the labels carry the information).",
+        labels=["version", "python"],
+    )
+    info.add_metric([VERSION, platform.python_version()], 1)
+    return info

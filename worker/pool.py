@@ -5,16 +5,45 @@ thread pool does not implement ("Unrecoverable error: ... does not implement kil
 thread cannot be killed, so here cancelling is a no-op for the thread itself: Celery marks the
 request cancelled and its unacknowledged message is restored to the queue when the consumer
 closes; the call still running is cut off when the process exits (see worker.app's shutdown
-watchdog). That call is in doubt, and the lease and stable key make its re-run safe."""
+watchdog). That call is in doubt, and the lease and stable key make its re-run safe.
+
+Upstream: celery/celery#10490 ("Threads pool has no terminate_job, so revoke and cold shutdown
+don't have expected behavior", open), with a proposed fix in celery/celery#10491 (open);
+docs/upstream.md has our reproduction. Celery 5.7.0 already cancels queued futures on stop
+(celery/celery#10183) but still waits for the running ones. The subclass is written for the
+Celery versions in WRITTEN_FOR: creating the pool (at worker start-up) refuses any other.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import celery
 from celery.concurrency.thread import TaskPool as _ThreadTaskPool
+
+# The Celery releases whose thread pool (celery/concurrency/thread.py) this was checked against.
+WRITTEN_FOR = ("5.7.0",)
+
+
+class UnsupportedVersion(RuntimeError):
+    """The Celery installed is at a version this pool was not written for."""
+
+
+def check_version(installed: str) -> None:
+    if installed not in WRITTEN_FOR:
+        raise UnsupportedVersion(
+            f"celery {installed} is installed, but the thread pool in worker/pool.py was written for "
+            f"celery {', '.join(WRITTEN_FOR)}. Review it against celery {installed} (does its thread "
+            "pool implement terminate_job now? does on_stop still wait?), then add the version to "
+            "WRITTEN_FOR or drop the subclass; see docs/upstream.md."
+        )
 
 
 class ThreadTaskPool(_ThreadTaskPool):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        check_version(celery.__version__)
+        super().__init__(*args, **kwargs)
+
     def terminate_job(self, pid: Any, signal: Any = None) -> None:
         return None
 

@@ -215,6 +215,8 @@ def k8s_docs(*subdirs: str) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     for sub in subdirs or ("config", "secrets", "migrate", "app", "keda"):
         for f in sorted((K8S / sub).glob("*.yaml")):
+            if f.name == "kustomization.yaml":
+                continue  # kustomize's own file (tests/deploy/test_validators.py)
             for doc in yaml.load_all(f.read_text(), Loader=Loader):
                 if doc:
                     doc["__file__"] = f"{f.relative_to(ROOT)}"
@@ -486,18 +488,26 @@ def test_dockerfile_builds_a_non_root_image_with_the_repository_on_pythonpath() 
     assert env.get("TICKETRELAY_STATE_DIR"), "the probes need a writable state dir"
 
 
-def test_dockerfile_installs_the_dependencies_before_the_code_and_stamps_them() -> None:
+def test_dockerfile_installs_the_runtime_lock_before_the_code_and_never_at_start() -> None:
     instrs = dockerfile()
     copies = [(n, rest.split()) for n, (i, rest) in enumerate(instrs) if i == "COPY"]
     runs = [(n, rest) for n, (i, rest) in enumerate(instrs) if i == "RUN"]
-    (install_at, install) = next((n, r) for n, r in runs if "scripts/bootstrap" in r)
-    # Production dependencies only; bootstrap writes the stamp it will check at start-up.
-    assert "TICKETRELAY_REQUIREMENTS=/app/requirements.txt" in install
+    (install_at, _) = next((n, r) for n, r in runs if "scripts/bootstrap" in r)
+    # The environment in force at the install: the runtime lock (no dev tools), into /app/.venv.
+    env_then: dict[str, str] = {}
+    for n, (instr, rest) in enumerate(instrs):
+        if instr == "ENV" and n < install_at:
+            env_then.update(dict(t.partition("=")[::2] for t in shlex.split(rest)))
+    assert env_then.get("TICKETRELAY_REQUIREMENTS") == "/app/requirements.txt"
+    assert env_then.get("TICKETRELAY_VENV") == "/app/.venv"
+    assert env_then.get("TICKETRELAY_NO_INSTALL") != "1", "the build step itself must install"
     before = {src for n, args in copies if n < install_at for src in args[:-1]}
-    # bootstrap hashes both requirements files for its stamp: both must be in the image.
-    assert {"requirements.txt", "requirements-dev.txt", "scripts/bootstrap"} <= before
+    assert {"requirements.txt", "scripts/bootstrap"} <= before
+    assert not any("requirements-dev" in src for _, args in copies for src in args), "dev tools in the image"
     code = [n for n, args in copies if any(s in ("worker", "tasks", "schemas") for s in args[:-1])]
     assert code and min(code) > install_at, "copy the code after installing the dependencies (layer cache)"
+    # At run time ./ticketrelay runs bootstrap, which must check, never install.
+    assert dockerfile_env().get("TICKETRELAY_NO_INSTALL") == "1"
 
 
 def test_dockerfile_copies_only_existing_paths_the_dockerignore_lets_through() -> None:
@@ -517,39 +527,11 @@ def test_dockerfile_copies_only_existing_paths_the_dockerignore_lets_through() -
             assert src in allowed or top in allowed, f".dockerignore excludes {src}"
 
 
-def test_the_image_does_not_reinstall_at_start(tmp_path: Path) -> None:
-    """Runs scripts/bootstrap as the image build does, then as `./ticketrelay` does at start-up
-    with no Python able to install anything: the second run must be a no-op."""
-    for name in ("requirements.txt", "requirements-dev.txt", "scripts/bootstrap"):
-        (tmp_path / name).parent.mkdir(exist_ok=True)
-        shutil.copy2(ROOT / name, tmp_path / name)
-    fake = tmp_path / "fake-python3"
-    fake.write_text(
-        '#!/bin/sh\n[ "$1 $2" = "-m venv" ] || exit 1\nmkdir -p "$3/bin"\n'
-        'printf \'#!/bin/sh\\necho "$@" >> "$(dirname "$0")/../pip.log"\\n\' > "$3/bin/python"\n'
-        'chmod +x "$3/bin/python"\n'
-    )
-    fake.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
-    build = subprocess.run(
-        [str(tmp_path / "scripts/bootstrap")],
-        env={**env, "PYTHON": str(fake), "TICKETRELAY_REQUIREMENTS": str(tmp_path / "requirements.txt")},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert build.returncode == 0, build.stderr
-    log = (tmp_path / ".venv/pip.log").read_text()
-    assert f"-r {tmp_path / 'requirements.txt'}" in log, log
-    start = subprocess.run(
-        [str(tmp_path / "scripts/bootstrap")],
-        env={**env, "PYTHON": "/bin/false", "TICKETRELAY_VENV": str(tmp_path / ".venv")},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert start.returncode == 0 and "installing" not in start.stderr, start.stderr
-    assert (tmp_path / ".venv/pip.log").read_text() == log
+def test_systemd_units_use_the_runtime_lock_and_never_install() -> None:
+    for path in sorted(SYSTEMD.glob("*.service")):
+        env = unit_env(systemd_unit(path))
+        assert env.get("TICKETRELAY_REQUIREMENTS") == "/opt/ticketrelay/requirements.txt", path.name
+        assert env.get("TICKETRELAY_NO_INSTALL") == "1", path.name
 
 
 # ------------------------------------------------------------------------------- Compose
@@ -630,12 +612,15 @@ def test_k8s_manifests_are_namespace_agnostic_and_complete() -> None:
         assert {"apiVersion", "kind", "metadata"} <= set(d), d["__file__"]
         assert "namespace" not in d["metadata"], f"{d['__file__']}: no namespace, use kubectl -n"
     deployments = k8s_kind("Deployment")
-    assert set(deployments) == {f"ticketrelay-{n}" for n in ("intake", "worker", "beat", "flower", "metrics")}
+    assert set(deployments) == {
+        f"ticketrelay-{n}" for n in ("intake", "worker-live", "worker-bulk", "beat", "flower", "metrics")
+    }
     assert deployments["ticketrelay-intake"]["spec"]["replicas"] == 2
     beat = deployments["ticketrelay-beat"]["spec"]
     assert beat["replicas"] == 1 and beat["strategy"]["type"] == "Recreate"
-    # KEDA owns the worker's replica count; a replicas field would be reset on each apply.
-    assert "replicas" not in deployments["ticketrelay-worker"]["spec"]
+    # KEDA owns the workers' replica counts; a replicas field would be reset on each apply.
+    for name in ("ticketrelay-worker-live", "ticketrelay-worker-bulk"):
+        assert "replicas" not in deployments[name]["spec"], name
     (job,) = k8s_kind("Job").values()
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
     # Secret examples are never applied together with the workloads.
@@ -748,15 +733,17 @@ def test_keda_scales_the_worker_on_the_celery_queue_and_intake_on_the_stream() -
     db_index = (url.path or "/0").lstrip("/") or "0"
     deployments = k8s_kind("Deployment")
     objects = k8s_kind("ScaledObject")
-    worker = objects["ticketrelay-worker"]
-    assert worker["spec"]["scaleTargetRef"]["name"] == "ticketrelay-worker"
-    assert deployments["ticketrelay-worker"]["spec"]["template"]["spec"]["containers"][0]["args"] == [
-        "worker"
-    ]
-    assert worker["spec"]["minReplicaCount"] >= 1
-    (trigger,) = worker["spec"]["triggers"]
-    assert trigger["type"] == "redis"
-    assert trigger["metadata"]["listName"] == settings.queue == Settings().queue
+    for name, queue in (("worker-live", settings.queue), ("worker-bulk", settings.bulk_queue)):
+        so = objects[f"ticketrelay-{name}"]
+        assert so["spec"]["scaleTargetRef"]["name"] == f"ticketrelay-{name}"
+        args = deployments[f"ticketrelay-{name}"]["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args == ["worker", "-Q", queue], f"{name} consumes {args}, KEDA scales it on {queue}"
+        # Not 0: retries waiting in a worker's memory (and the sweeper's tasks) need a worker.
+        assert so["spec"]["minReplicaCount"] >= 1
+        (trigger,) = so["spec"]["triggers"]
+        assert trigger["type"] == "redis"
+        assert trigger["metadata"]["listName"] == queue
+    assert settings.queue == Settings().queue and settings.bulk_queue == Settings().bulk_queue
     intake = objects["ticketrelay-intake"]
     assert intake["spec"]["scaleTargetRef"]["name"] == "ticketrelay-intake"
     assert intake["spec"]["minReplicaCount"] == deployments["ticketrelay-intake"]["spec"]["replicas"]
@@ -764,7 +751,7 @@ def test_keda_scales_the_worker_on_the_celery_queue_and_intake_on_the_stream() -
     assert stream["type"] == "redis-streams"
     assert stream["metadata"]["stream"] == settings.intake_stream
     assert stream["metadata"]["consumerGroup"] == settings.intake_group
-    for so in (worker, intake):
+    for so in (objects["ticketrelay-worker-live"], objects["ticketrelay-worker-bulk"], intake):
         target = deployments[so["spec"]["scaleTargetRef"]["name"]]
         env = container_env(target["spec"]["template"]["spec"]["containers"][0])
         for t in so["spec"]["triggers"]:
@@ -773,9 +760,62 @@ def test_keda_scales_the_worker_on_the_celery_queue_and_intake_on_the_stream() -
             assert t["metadata"]["databaseIndex"] == db_index
 
 
+def test_k8s_pod_disruption_budgets_cover_the_workers_and_intake_without_blocking_drains() -> None:
+    deployments = k8s_kind("Deployment")
+    budgets = k8s_kind("PodDisruptionBudget")
+    covered = set()
+    for name, pdb in budgets.items():
+        selector = pdb["spec"]["selector"]["matchLabels"]
+        (target,) = [
+            n
+            for n, d in deployments.items()
+            if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        covered.add(target)
+        # minAvailable with a single pod (KEDA's minimum) would block every node drain.
+        assert "minAvailable" not in pdb["spec"] and pdb["spec"]["maxUnavailable"] == 1, name
+    assert {"ticketrelay-worker-live", "ticketrelay-worker-bulk", "ticketrelay-intake"} <= covered
+
+
+def worker_queues(argv: list[str]) -> list[str]:
+    """The queues `ticketrelay worker ARGS` consumes (both when no -Q is given, as worker.ops.cli)."""
+    assert argv[0] == "worker"
+    for i, arg in enumerate(argv):
+        if arg in ("-Q", "--queues"):
+            return argv[i + 1].split(",")
+        if arg.startswith("--queues="):
+            return arg.split("=", 1)[1].split(",")
+    return [Settings().queue, Settings().bulk_queue]
+
+
+def test_live_and_bulk_workers_are_deployed_apart_everywhere() -> None:
+    """Each deployment kind runs live workers on the live queue only and bulk workers on the bulk
+    queue only (docs/operations.md, Scaling out), and together they consume both queues."""
+    live, bulk = Settings().queue, Settings().bulk_queue
+    k8s = [
+        worker_queues([str(a) for a in c["args"]])
+        for _, _, pod in workloads()
+        for c in pod["containers"]
+        if c["args"][0] == "worker"
+    ]
+    compose_workers = [
+        worker_queues(svc["command"])
+        for svc in ticketrelay_services().values()
+        if svc["command"][0] == "worker"
+    ]
+    systemd_workers = []
+    for path in sorted(SYSTEMD.glob("*.service")):
+        (exec_start,) = unit_values(systemd_unit(path), "Service", "ExecStart")
+        argv = shlex.split(exec_start)[1:]
+        if argv[0] == "worker":
+            systemd_workers.append(worker_queues(argv))
+    for where, found in (("k8s", k8s), ("compose", compose_workers), ("systemd", systemd_workers)):
+        assert sorted(found) == sorted([[live], [bulk]]), f"{where}: workers consume {found}"
+
+
 # ------------------------------------------------------------------------------- systemd
 
-UNITS = ("intake", "worker@", "beat", "flower", "metrics")
+UNITS = ("intake", "worker@", "worker-bulk@", "beat", "flower", "metrics")
 
 
 def test_systemd_units_run_each_process_after_the_migration() -> None:

@@ -49,3 +49,20 @@ def test_an_ack_after_the_reconnect_on_the_old_channel_is_skipped_not_fatal() ->
     )
     with pytest.raises(AttributeError):
         kombu_patches._ack(live, "tag")
+
+
+def test_a_kombu_version_the_patch_was_not_written_for_is_refused_at_start_up() -> None:
+    before = kombu_redis.QoS.ack
+    with pytest.raises(kombu_patches.UnsupportedVersion) as err:
+        kombu_patches.apply(installed="5.8.0")
+    message = str(err.value)
+    assert "kombu 5.8.0" in message and "worker/kombu_patches.py" in message and "5.7.0" in message
+    assert kombu_redis.QoS.ack is before, "nothing patched when the version is refused"
+
+
+def test_the_installed_kombu_is_one_the_patch_was_written_for() -> None:
+    import kombu
+
+    # The lock pins kombu; upgrading it means reviewing the patch first (this test says so).
+    assert kombu.__version__ in kombu_patches.WRITTEN_FOR
+    kombu_patches.apply()

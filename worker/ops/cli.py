@@ -17,6 +17,7 @@ from worker.ops import accounts_check, dead_letters, errors, webhooks_cli
 from worker.ops.reissue_cli import add_arguments as reissue_args
 from worker.redis_clients import Purpose
 from worker.settings import Settings, get_accounts, get_settings
+from worker.version import VERSION
 
 
 def _redis(purpose: Purpose = "ops") -> Any:
@@ -253,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=errors.EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"ticketrelay {VERSION}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
     sub.add_parser("intake", help="consume the bookings stream").set_defaults(fn=cmd_intake)

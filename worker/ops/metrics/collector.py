@@ -43,7 +43,7 @@ from sqlalchemy import Engine
 from schemas.envelope import PROVIDERS
 from schemas.statuses import ACTIVE_STATUSES, Status
 from worker import ledger
-from worker.metrics import CALL_BUCKET, CALL_BUCKETS, CALL_SUM, CALLS, DEAD_LETTERS, RETRIES
+from worker.metrics import CALL_BUCKET, CALL_BUCKETS, CALL_SUM, CALLS, DEAD_LETTERS, RETRIES, build_info
 from worker.ops.reissue import running_runs
 from worker.queues import Depths, read_depths
 from worker.settings import Settings
@@ -176,6 +176,7 @@ class TicketrelayCollector(Collector):
         up.add_metric(["database"], 1 if snap.sql is not None else 0)
         up.add_metric(["redis"], 1 if snap.redis is not None else 0)
         yield up
+        yield build_info()
         if snap.sql is not None:
             yield from self._sql_metrics(snap.sql)
             if snap.sql.running is not None:
