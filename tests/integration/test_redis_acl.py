@@ -302,6 +302,9 @@ def test_exporter_reads_what_the_metrics_need_and_writes_nothing(
     up = {x.labels["source"]: x.value for x in metrics["ticketrelay_exporter_source_up"].samples}
     assert up == {"database": 1, "redis": 1}
     assert metrics["ticketrelay_celery_queue_length"].samples[0].value == 1
+    # INFO memory, for the alert on Redis's memory limit (maxmemory, noeviction).
+    assert metrics["ticketrelay_redis_memory_max_bytes"].samples[0].value == 64 * 1024 * 1024
+    assert 0 < metrics["ticketrelay_redis_memory_used_bytes"].samples[0].value < 64 * 1024 * 1024
     assert acl_redis.denied() == [], "the exporter was refused something it reads"
 
     for write in (
@@ -318,3 +321,29 @@ def test_exporter_reads_what_the_metrics_need_and_writes_nothing(
     ):
         assert refused(write)
     assert admin.xlen(s.intake_stream) == 1 and admin.llen(s.queue) == 1
+
+
+def test_a_redis_that_refuses_info_still_gives_the_queue_metrics(
+    acl_redis: AclRedis, admin: redis.Redis, sqlite_url: str
+) -> None:
+    """A managed Redis may refuse INFO: the memory gauges are left out, nothing else."""
+    from worker.db import make_engine
+    from worker.ops.migrate import upgrade
+
+    password = secrets.token_urlsafe(18)
+    admin.acl_setuser(
+        "noinfo", enabled=True, passwords=[f"+{password}"], keys=["ticketrelay*", "unacked"],
+        commands=["-@all", "+llen", "+hlen", "+xlen", "+xinfo|groups", "+hgetall", "+get"],
+    )  # fmt: skip
+    client = redis.Redis(port=acl_redis.port, username="noinfo", password=password)
+    upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    try:
+        s = Settings(database_url=sqlite_url)
+        metrics = {m.name: m for m in TicketrelayCollector(s, engine, client, [], cache_s=0).collect()}
+    finally:
+        engine.dispose()
+        admin.acl_deluser("noinfo")
+    up = {x.labels["source"]: x.value for x in metrics["ticketrelay_exporter_source_up"].samples}
+    assert up["redis"] == 1 and "ticketrelay_celery_queue_length" in metrics
+    assert "ticketrelay_redis_memory_used_bytes" not in metrics
