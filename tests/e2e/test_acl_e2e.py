@@ -5,6 +5,7 @@ and reads its results with its own user, intake runs as `intake`, the Celery wor
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,3 +101,49 @@ def test_the_exporter_serves_the_pipeline_metrics_with_its_read_only_user(
     assert metrics["ticketrelay_intake_stream_length"].samples[0].value >= 0
     assert "ticketrelay_provider_calls" in metrics
     assert server.denied() == []
+
+
+def test_flower_sees_the_tasks_and_workers_with_its_own_user(acl_system: tuple[System, AclRedis]) -> None:
+    import httpx
+
+    from tests.conftest import free_port
+
+    system, server = acl_system
+    port = free_port()
+    auth = ("ops", "acl-flower-Vx9r2Lq7Tz0b")
+    system.sup.start(
+        "flower",
+        ["flower", f"--port={port}", "--address=127.0.0.1"],
+        {**system.env, "TICKETRELAY_REDIS_URL": server.url("flower"), "FLOWER_BASIC_AUTH": ":".join(auth)},
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{base}/healthcheck", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, 30, "flower")
+    time.sleep(2)  # let Flower subscribe to the workers' events
+    publish(server.client(PRODUCER), envelope("eguma", "acl-flower", reply_to=PRODUCER_RESULTS))
+    wait_for(lambda: "acl-flower" in {r["message_id"] for r in _results(server)}, 60, "the booking")
+    key = system.rows_for("acl-flower")[0].idempotency_key
+
+    def seen() -> bool:
+        tasks = httpx.get(f"{base}/api/tasks", auth=auth, timeout=10).json()
+        return any(key in str(t.get("args")) for t in tasks.values())
+
+    try:
+        wait_for(seen, 30, "Flower to list the task (events over the flower user)")
+    except AssertionError:
+        refusals = [(d.get("username"), d.get("context"), d.get("object")) for d in server.denied()]
+        log = system.logs()[-3000:]
+        raise AssertionError(f"Flower saw no task; refused: {refusals}; log: {log}") from None
+    # Inspect goes over the pidbox broadcast and reply lists.
+    workers = httpx.get(f"{base}/api/workers", params={"refresh": "1"}, auth=auth, timeout=20)
+    assert workers.status_code == 200 and workers.json(), workers.text
+    # Read-only by default, with no FLOWER_READ_ONLY given.
+    assert httpx.post(f"{base}/api/worker/pool/restart/celery@x", auth=auth, timeout=10).status_code == 403
+    denied = server.denied()
+    assert denied == [], [(d.get("username"), d.get("context"), d.get("object")) for d in denied]
