@@ -347,3 +347,39 @@ def test_a_redis_that_refuses_info_still_gives_the_queue_metrics(
     up = {x.labels["source"]: x.value for x in metrics["ticketrelay_exporter_source_up"].samples}
     assert up["redis"] == 1 and "ticketrelay_celery_queue_length" in metrics
     assert "ticketrelay_redis_memory_used_bytes" not in metrics
+
+
+# ------------------------------------------------------------------------------ operators
+
+
+def test_operators_run_their_commands_but_nothing_dangerous(
+    acl_redis: AclRedis, admin: redis.Redis, sqlite_url: str, tmp_path: Path
+) -> None:
+    from worker.ops.migrate import upgrade
+
+    upgrade(sqlite_url)
+    admin.xadd("ticketrelay:dead", {"message": '{"message_id": "d-1"}', "dead_reason": "invalid_json"})
+    env = {
+        **os.environ,
+        "TICKETRELAY_REDIS_URL": acl_redis.url("ops"),
+        "TICKETRELAY_DATABASE_URL": sqlite_url,
+        "TICKETRELAY_STATE_DIR": str(tmp_path),
+    }
+    env.pop("TICKETRELAY_ACCOUNTS_FILE", None)
+    for argv in (["status"], ["dead", "list"]):
+        done = subprocess.run(
+            [str(ROOT / "ticketrelay"), *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, (argv, done.stderr)
+    assert acl_redis.denied() == []
+    ops = acl_redis.client("ops")
+    assert "used_memory" in ops.info("memory")
+    assert refused(ops.flushall)
+    assert refused(lambda: ops.config_get("*"))
+    assert refused(lambda: ops.keys("*"))
+    assert refused(lambda: ops.execute_command("ACL", "LIST"))  # nor the other users
