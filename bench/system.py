@@ -376,6 +376,7 @@ class System:
             {
                 "TICKETRELAY_REDIS_URL": self.redis_url,
                 "TICKETRELAY_DATABASE_URL": self.database_url,
+                "TICKETRELAY_SANDBOX": "1",
                 "TICKETRELAY_SANDBOX_URL": self.sandbox_url,
                 "TICKETRELAY_STATE_DIR": str(self.tmp / "state"),
                 "TICKETRELAY_WORKER_CONCURRENCY": str(self.opts.concurrency),

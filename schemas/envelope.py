@@ -2,7 +2,7 @@
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ProviderName = Literal["remypass", "fourvenues", "fourvenues_channels", "eguma"]
 PROVIDERS: tuple[str, ...] = ("remypass", "fourvenues", "fourvenues_channels", "eguma")
@@ -32,8 +32,12 @@ class Envelope(BaseModel):
         pattern=ACCOUNT_PATTERN,
         description="Which configured credential set of that provider to use.",
     )
-    payload: dict[str, Any] = Field(
-        description="The provider's own request body, exactly as that provider documents it."
+    payload: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "The provider's own request body, exactly as that provider documents it (required "
+            "for `issue`). For `cancel`: optional provider-specific options (e.g. `amount`)."
+        ),
     )
     reply_to: str | None = Field(
         None,
@@ -46,6 +50,14 @@ class Envelope(BaseModel):
     metadata: dict[str, str] = Field(
         default_factory=dict,
         description="Echoed back unchanged in the result; at most 32 keys.",
+    )
+
+    # 1.1 cancellations (CONTRACT.md 1, "Cancellations").
+    operation: Literal["issue", "cancel"] = Field("issue", description="What to do.")
+    cancels: str | None = Field(
+        None,
+        pattern=MESSAGE_ID_PATTERN,
+        description="For `cancel`: the message_id of the booking to cancel (same provider and account).",
     )
 
     @field_validator("version", mode="before")
@@ -62,3 +74,39 @@ class Envelope(BaseModel):
         if len(value) > MAX_METADATA_KEYS:
             raise ValueError(f"at most {MAX_METADATA_KEYS} keys allowed, got {len(value)}")
         return value
+
+    @model_validator(mode="after")
+    def _operation_fields(self) -> "Envelope":
+        if self.operation == "issue":
+            if self.payload is None:
+                raise ValueError("payload is required for operation issue")
+            if self.cancels is not None:
+                raise ValueError("cancels is only for operation cancel")
+        elif self.cancels is None:
+            raise ValueError("cancels (the booking's message_id) is required for operation cancel")
+        elif self.cancels == self.message_id:
+            raise ValueError("a cancel needs a message_id of its own, not the cancelled booking's")
+        return self
+
+
+# --- 1.1 cancellations -------------------------------------------------------------------
+
+
+class CancelOptions(BaseModel):
+    """A cancel's optional `payload`. Only the Fourvenues APIs take options: their void is a
+    refund, and `amount` is what each ticket is refunded (absent: the whole price)."""
+
+    model_config = ConfigDict(extra="forbid", title="ticketrelay cancel options")
+
+    amount: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="Refund per ticket (Fourvenues)."
+    )
+
+
+# Which providers take which cancel options: the others take none.
+CANCEL_OPTION_FIELDS: dict[str, frozenset[str]] = {
+    "remypass": frozenset(),
+    "fourvenues": frozenset({"amount"}),
+    "fourvenues_channels": frozenset({"amount"}),
+    "eguma": frozenset(),
+}

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from schemas.envelope import Envelope
+from schemas.envelope import CancelOptions, Envelope
 from schemas.payloads import PAYLOAD_MODELS
 from schemas.result import ResultMessage
 
@@ -30,10 +30,26 @@ def envelope_json_schema() -> dict[str, Any]:
         defs[model.__name__] = sub
         branches.append(
             {
-                "if": {"properties": {"provider": {"const": provider}}, "required": ["provider"]},
+                # An issue's payload (operation absent or `issue`) is the provider's body.
+                "if": {
+                    "properties": {"provider": {"const": provider}, "operation": {"const": "issue"}},
+                    "required": ["provider"],
+                },
                 "then": {"properties": {"payload": {"$ref": f"#/$defs/{model.__name__}"}}},
             }
         )
+    # 1.1: a cancel names the booking in `cancels` and may carry options; an issue needs a payload.
+    defs[CancelOptions.__name__] = CancelOptions.model_json_schema()
+    branches.append(
+        {
+            "if": {"properties": {"operation": {"const": "cancel"}}, "required": ["operation"]},
+            "then": {
+                "required": ["cancels"],
+                "properties": {"payload": {"$ref": f"#/$defs/{CancelOptions.__name__}"}},
+            },
+            "else": {"required": ["payload"]},
+        }
+    )
     schema["allOf"] = branches
     return schema
 

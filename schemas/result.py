@@ -49,3 +49,6 @@ class ResultMessage(BaseModel):
     revision: int = Field(default=1, ge=1, description="Raised by each correction; keep the highest per key.")
     operation: Literal["issue", "cancel"] = "issue"
     cancels: str | None = Field(default=None, description="For a cancel: the cancelled booking's message_id.")
+    # The account is the built-in sandbox (or one marked `sandbox = true`): simulated tickets,
+    # nothing exists at a real provider.
+    sandbox: bool = Field(default=False, description="True: issued against a simulator, not a real provider.")

@@ -7,7 +7,7 @@ bookkeeping of the state machine (lease, backoff, payload for re-drives).
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -17,6 +17,7 @@ class TicketIssuance(SQLModel, table=True):
         UniqueConstraint("idempotency_key", name="uq_ticket_issuances_idempotency_key"),
         Index("ix_ticket_issuances_status_updated", "status", "updated_at"),
         Index("ix_ticket_issuances_message", "provider", "account", "message_id"),
+        Index("ix_ticket_issuances_cancels", "provider", "account", "cancels"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -61,6 +62,26 @@ class TicketIssuance(SQLModel, table=True):
     qr_codes: list[str | None] | None = Field(
         default=None, sa_column=Column(JSON(none_as_null=True), nullable=True)
     )
+    # Contract 1.1: 0 until the key's first final result, then raised by every final result
+    # (the first one, and each correction: an operator's resolve, a re-drive that ends final).
+    revision: int = Field(default=0, nullable=False, sa_column_kwargs={"server_default": "0"})
+    # Who settled a needs_review (or failed) booking by hand, when, and why (ticketrelay resolve).
+    resolved_by: str | None = Field(default=None, max_length=64)
+    resolved_at: datetime | None = None
+    resolution: str | None = Field(default=None, max_length=1024)
+    # When this key was last re-driven (ticketrelay retry, a bulk re-issuance run): the give-up
+    # time limit counts from here, not from created_at.
+    redriven_at: datetime | None = None
+
+    # --- 1.1 cancellations (migration 0006) ---
+    # `issue` or `cancel`; a cancel names the cancelled booking's message_id in `cancels`.
+    operation: str = Field(
+        default="issue", max_length=8, nullable=False, sa_column_kwargs={"server_default": "issue"}
+    )
+    cancels: str | None = Field(default=None, max_length=128)
+    # On a booking: the key of the one cancel that may call the provider's void (set once,
+    # compare-and-set), so repeated cancels make one call.
+    cancel_key: str | None = Field(default=None, max_length=36)
 
 
 class ReissueRun(SQLModel, table=True):
@@ -76,6 +97,39 @@ class ReissueRun(SQLModel, table=True):
     selection: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     total: int = Field(default=0, nullable=False)
     report: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class TicketAttempt(SQLModel, table=True):
+    """One provider call of a key (or an operator's settlement of it), written in the same
+    transaction as the ledger step that records its outcome. Deleted with its issuance, and by
+    the sweeper once older than the retention setting (attempts_retention_s)."""
+
+    __tablename__ = "ticket_attempts"
+    __table_args__ = (
+        Index("ix_ticket_attempts_key", "idempotency_key", "attempt"),
+        Index("ix_ticket_attempts_recorded", "recorded_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(
+        sa_column=Column(
+            String(36),
+            ForeignKey("ticket_issuances.idempotency_key", ondelete="CASCADE"),
+            nullable=False,
+        )
+    )
+    attempt: int = Field(nullable=False)  # the row's attempts after this call (0: no call)
+    started_at: datetime = Field(nullable=False)
+    recorded_at: datetime = Field(nullable=False)
+    duration_ms: float | None = None
+    worker: str = Field(max_length=128, nullable=False)
+    # issued, failed, needs_review, retry, lease_lost; resolved_issued, resolved_failed, redrive
+    outcome: str = Field(max_length=32, nullable=False)
+    http_status: int | None = None
+    error_type: str | None = Field(default=None, max_length=64)
+    message: str | None = Field(default=None, max_length=1024)  # scrubbed
+    in_doubt: bool = Field(default=False, nullable=False)
+    probe: bool = Field(default=False, nullable=False)
 
 
 # --- signed HTTP callbacks (worker/webhooks) ---

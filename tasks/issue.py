@@ -12,6 +12,7 @@ from celery import Task
 from worker import issuing
 from worker.app import ISSUE_BATCH_TASK, ISSUE_TASK, SWEEP_TASK, app, enqueue_issue, enqueue_issue_many
 from worker.runtime import batch_runner, deps
+from worker.sweep_health import record_sweep_success
 
 
 @app.task(name=ISSUE_TASK, bind=True, acks_late=True)
@@ -38,4 +39,7 @@ def issue_batch(self: Task, idempotency_keys: list[str], bulk: bool = False) -> 
 
 @app.task(name=SWEEP_TASK, acks_late=False)
 def sweep() -> dict[str, int]:
-    return issuing.sweep(deps(), enqueue_issue)
+    d = deps()
+    done = issuing.sweep(d, enqueue_issue)
+    record_sweep_success(d.redis, d.settings.metrics_key)  # never raises
+    return done

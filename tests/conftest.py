@@ -18,6 +18,11 @@ from worker.devtools.embedded import redis_answers, start_server
 from worker.ops.migrate import upgrade
 from worker.settings import Settings
 
+# The tests run against the built-in provider sandbox, by explicit choice as everyone must
+# (intake, worker and beat refuse to start without an accounts file otherwise); set before
+# any Settings is read, so the processes the tests start inherit it too.
+os.environ["TICKETRELAY_SANDBOX"] = "1"
+
 LOCAL_REDIS = os.environ.get("TICKETRELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_URL = os.environ.get("TICKETRELAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -23,6 +23,7 @@ ISSUE_TASK = "ticketrelay.issue"
 ISSUE_BATCH_TASK = "ticketrelay.issue_batch"
 SWEEP_TASK = "ticketrelay.sweep"
 REISSUE_TASK = "ticketrelay.reissue_nightly"
+RETENTION_TASK = "ticketrelay.retention"
 
 
 def _schedule(s: Settings) -> dict[str, dict[str, object]]:
@@ -34,6 +35,13 @@ def _schedule(s: Settings) -> dict[str, dict[str, object]]:
         },
         **webhooks_beat_entries(s),
     }
+    if s.retention_interval_s > 0:
+        # Personal data past its retention (worker/retention.py, docs/data-protection.md).
+        schedule["retention"] = {
+            "task": RETENTION_TASK,
+            "schedule": s.retention_interval_s,
+            "options": {"expires": s.retention_interval_s},
+        }
     if s.reissue_schedule.strip().lower() not in ("", "off", "none", "false"):
         fields = s.reissue_schedule.split()
         if len(fields) != 5:
@@ -180,3 +188,18 @@ def _exit_after(seconds: float) -> None:
     )
     logging.shutdown()
     os._exit(0)
+
+
+# --- cancellations (1.1) -------------------------------------------------------------------
+CANCEL_TASK = "ticketrelay.cancel"
+
+
+def enqueue_cancel(key: str, countdown: float | None = None) -> None:
+    """The claim-check task of a cancel: only its idempotency key, on the live queue."""
+    app.send_task(
+        CANCEL_TASK,
+        args=[key],
+        argsrepr=repr((key,)),
+        countdown=countdown,
+        queue=get_settings().queue,
+    )

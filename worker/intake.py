@@ -23,8 +23,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from schemas.result import ResultError
 from schemas.statuses import Status
-from worker import ledger, metrics, retention
+from worker import intake_read, ledger, metrics, retention
 from worker.heartbeat import Heartbeat
+from worker.intake_read import BoundedReader, Entry, Oversized, Read
 from worker.results import dead_letter, publish_result, result_from_row
 from worker.settings import AccountConfig, Settings
 from worker.transient import error_label, is_transient, where
@@ -42,6 +43,9 @@ EnqueueMany = Callable[[list[str]], None]
 # or lost broker connection in kombu's OperationalError, neither a redis error nor an OSError.
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, SQLAlchemyError, OSError, BrokerError)
 UNSTORABLE = "unstorable_message"
+# An idle intake looks for new entries this often (see Intake._wait_for_new).
+IDLE_POLL_MIN_S = 0.005
+IDLE_POLL_MAX_S = 0.04
 
 
 class Intake:
@@ -53,6 +57,7 @@ class Intake:
         accounts: dict[tuple[str, str], AccountConfig],
         enqueue: Enqueue,
         enqueue_many: EnqueueMany | None = None,
+        enqueue_cancel: Enqueue | None = None,
     ) -> None:
         self.client = client
         self.engine = engine
@@ -60,6 +65,8 @@ class Intake:
         self.accounts = accounts
         self.enqueue = enqueue
         self.enqueue_many: EnqueueMany = enqueue_many or self._enqueue_each
+        # 1.1: cancels go to their own task; without one, the issue task hands them on.
+        self.enqueue_cancel: Enqueue | None = enqueue_cancel
         self.stream = settings.intake_stream
         self.group = settings.intake_group
         self.consumer = settings.consumer_name
@@ -67,10 +74,33 @@ class Intake:
         self._last_reclaim = 0.0
         self.processed = 0
         self.heartbeat = Heartbeat("intake")
+        self.reader = BoundedReader(
+            client,
+            self.stream,
+            self.group,
+            self.consumer,
+            budget_bytes=settings.intake_read_budget_bytes,
+            max_message_bytes=settings.max_message_bytes,
+            max_entry_bytes=settings.max_message_bytes + settings.intake_entry_slack_bytes,
+        )
 
     def _enqueue_each(self, keys: list[str]) -> None:
         for key in keys:
             self.enqueue(key)
+
+    def _send_new(self, keys: list[str], accepted: list[Accepted]) -> None:
+        """Enqueue the keys a read created: cancels (1.1) on the cancel task when one is
+        configured, bookings in batches as before."""
+        cancels = {ok.idempotency_key for ok in accepted if ok.envelope.operation == "cancel"}
+        if self.enqueue_cancel is None or not cancels:
+            self.enqueue_many(keys)
+            return
+        issues = [key for key in keys if key not in cancels]
+        if issues:
+            self.enqueue_many(issues)
+        for key in keys:
+            if key in cancels:
+                self.enqueue_cancel(key)
 
     # --- one entry (after validation) ---------------------------------------------------
 
@@ -246,43 +276,69 @@ class Intake:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def _read(self) -> list[tuple[str, dict[Any, Any]]]:
+    # --- reading, bounded in bytes (worker/intake_read.py) ----------------------------------
+
+    def _read(self) -> list[Entry]:
+        """One read: entries within the size limit whole, up to intake_read_budget_bytes in
+        all, and oversized ones as their sizes only (dead-lettered by _reject_oversized)."""
+        budget = self.settings.intake_read_budget_bytes
+        batch = self.settings.intake_batch
         now = time.monotonic()
         if now - self._last_reclaim > max(1.0, self.settings.intake_reclaim_idle_ms / 3000):
             self._last_reclaim = now
             # Entries of a consumer that died (or of ours, after a failure) that sat unacked
             # longer than the idle limit.
-            _next, claimed, _deleted = self.client.xautoclaim(
-                self.stream,
-                self.group,
-                self.consumer,
-                min_idle_time=self.settings.intake_reclaim_idle_ms,
-                start_id="0-0",
-                count=self.settings.intake_batch,
-            )
-            if claimed:
-                return [(i, f) for i, f in claimed if f is not None]
+            claimed = self.reader.read("claim", batch, min_idle_ms=self.settings.intake_reclaim_idle_ms)
+            if claimed.entries:
+                return claimed.entries
         if self._own_pending:
-            resp = self.client.xreadgroup(
-                self.group, self.consumer, {self.stream: "0"}, count=self.settings.intake_batch
-            )
-            entries = _entries(resp)
-            if entries:
-                return entries
+            own = self.reader.read("own", batch)
+            if own.entries:
+                return own.entries
             self._own_pending = False
-        batch = self.settings.intake_batch
-        resp = self.client.xreadgroup(
-            self.group, self.consumer, {self.stream: ">"}, count=batch, block=self.settings.intake_block_ms
-        )
-        entries = _entries(resp)
+        first = self._wait_for_new(batch)
+        entries = first.entries
         linger = self.settings.intake_linger_ms
-        if entries and len(entries) < batch and linger > 0:
+        if entries and len(entries) < batch and first.seen_bytes < budget and linger > 0:
             time.sleep(linger / 1000)
-            more = self.client.xreadgroup(
-                self.group, self.consumer, {self.stream: ">"}, count=batch - len(entries)
-            )
-            entries += _entries(more)
+            more = self.reader.read("new", batch - len(entries), budget_bytes=budget - first.seen_bytes)
+            entries += more.entries
         return entries
+
+    def _wait_for_new(self, batch: int) -> Read:
+        """New entries, waiting up to intake_block_ms for some. A script cannot block, and a
+        blocking XREADGROUP would bring an entry's body whatever its size: poll, quickly at
+        first, then every IDLE_POLL_MAX_S."""
+        deadline = time.monotonic() + self.settings.intake_block_ms / 1000
+        pause = IDLE_POLL_MIN_S
+        while True:
+            got = self.reader.read("new", batch)
+            left = deadline - time.monotonic()
+            if got.entries or left <= 0:
+                return got
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, IDLE_POLL_MAX_S)
+
+    def _reject_oversized(self, entry_id: str, big: Oversized) -> str:
+        """An entry over the size limit, rejected from what the read told of it: its sizes and
+        the first bytes of its message. The dead letter keeps those (the head cut before the
+        payload and scrubbed), never the body, which stays in Redis until the bookings stream
+        is trimmed."""
+        limit = self.settings.max_message_bytes
+        message = big.message_bytes
+        what = f"its message is {message} bytes" if message is not None else "it has no message field"
+        reason = (
+            f"the entry is {big.size} bytes ({what}), more than the limit of {limit} bytes for a "
+            f"message (and {limit + self.settings.intake_entry_slack_bytes} for the whole entry); "
+            "it was not read"
+        )
+        summary = {
+            "oversized_size": str(big.size),
+            "oversized_fields": intake_read.describe_fields(big),
+            "oversized_head": intake_read.safe_head(big.head),
+        }
+        bad = Rejected("too_large", reason, message_id=intake_read.message_id_in(big.head))
+        return self._reject(entry_id, summary, bad)
 
     def run_once(self) -> int:
         """Read one batch and process it. Returns how many entries were acknowledged.
@@ -301,12 +357,16 @@ class Intake:
                 self.processed += len(acked)
         return len(acked)
 
-    def _run_batch(self, entries: list[tuple[Any, dict[Any, Any]]], acked: list[str]) -> None:
+    def _run_batch(self, entries: list[Entry], acked: list[str]) -> None:
         fresh: list[tuple[str, dict[Any, Any], Accepted]] = []
         again: list[tuple[str, dict[Any, Any], Accepted]] = []  # a key seen earlier in this read
         seen: set[str] = set()
         for entry_id, fields in entries:
             eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            if isinstance(fields, Oversized):
+                self._guarded(eid, {}, partial(self._reject_oversized, eid, fields))
+                acked.append(eid)
+                continue
             verdict = self._guarded(eid, fields, partial(self._validate, fields))
             if isinstance(verdict, Accepted):
                 (again if verdict.idempotency_key in seen else fresh).append((eid, fields, verdict))
@@ -342,7 +402,7 @@ class Intake:
             new_keys = [ok.idempotency_key for _e, _f, ok in fresh if ok.idempotency_key in created]
             if new_keys:
                 try:
-                    self.enqueue_many(new_keys)
+                    self._send_new(new_keys, [ok for _e, _f, ok in fresh])
                 except Exception as exc:
                     # Rows written, tasks not sent: the entries are read again and, finding
                     # their rows queued, enqueued again (keys are ours: nothing to blame on
@@ -460,8 +520,3 @@ class Intake:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10)
         self.heartbeat.clear()
-
-
-def _entries(resp: Any) -> list[tuple[str, dict[Any, Any]]]:
-    """Flatten an XREADGROUP reply; entries deleted from the stream come back without fields."""
-    return [(i, f) for _stream, items in (resp or []) for i, f in items if f]

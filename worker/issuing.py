@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import httpx
 import redis
@@ -18,11 +19,13 @@ from sqlalchemy.exc import OperationalError
 from schemas.result import ResultError
 from schemas.statuses import Status
 from schemas.table import TicketIssuance
-from worker import ledger, metrics
+from worker import breaker, ledger, metrics, outage
 from worker.backoff import next_delay
+from worker.breaker import Breaker
 from worker.providers import build_client, get_provider
 from worker.providers.base import Attempt, Outcome, OutcomeKind
 from worker.ratelimit import Limit, Permit, RateLimiter
+from worker.redaction import payload_echoes, scrub
 from worker.results import publish_results, result_from_row
 from worker.settings import AccountConfig, Settings
 from worker.webhooks import outbox
@@ -41,6 +44,8 @@ class Deps:
     accounts: dict[tuple[str, str], AccountConfig]
     clients: ClientCache
     limiter: RateLimiter | None = None
+    # The per-account circuit breaker (docs/outages.md); None: calls are never held back.
+    breaker: Breaker | None = None
 
 
 class ClientCache:
@@ -121,23 +126,28 @@ def _give_up(
     deps: Deps,
     row: TicketIssuance,
     token: str | None,
-    attempts: int,
-    max_attempts: int,
+    why: str,
     in_doubt: bool,
     last: ResultError | None,
+    note: ledger.AttemptNote | None = None,
 ) -> TicketIssuance | None:
-    # Out of attempts while an earlier call may have created tickets (a timeout, a 500, a 409
-    # "in progress"): that is exactly `needs_review`, never a `failed` that says "no ticket".
-    # A re-drive with the same key (ticketrelay reissue) can still confirm it later.
+    # Out of attempts (or of time) while an earlier call may have created tickets (a timeout,
+    # a 500, a 409 "in progress"): that is exactly `needs_review`, never a `failed` that says
+    # "no ticket". A re-drive with the same key (ticketrelay retry / reissue) can still
+    # confirm it later.
     status = Status.NEEDS_REVIEW if in_doubt else Status.FAILED
+    if last is not None and last.type == outage.CIRCUIT_OPEN:
+        last = None  # our own placeholder, not a provider's answer
     detail = f" (last error: {last.type}: {last.message})" if last is not None else ""
     error = ResultError(
         type="retries_exhausted",
-        message=f"gave up after {attempts - row.attempts_base} of {max_attempts} attempts{detail}",
+        message=f"{why}{detail}",
         http_status=last.http_status if last is not None else None,
         retryable=True,
     )
-    return ledger.record_final_error(deps.engine, row.idempotency_key, token, status, error, in_doubt)
+    return ledger.record_final_error(
+        deps.engine, row.idempotency_key, token, status, error, in_doubt, note=note
+    )
 
 
 def _last_error(row: TicketIssuance) -> ResultError | None:
@@ -189,6 +199,12 @@ def _guarded(deps: Deps, row: TicketIssuance, bulk: bool) -> Step:
 
 
 def _step(deps: Deps, row: TicketIssuance, bulk: bool) -> Step:
+    if row.operation == "cancel":
+        # A cancel row (1.1) reaches the issue task too (the sweeper, an intake re-enqueue):
+        # it is never issued, worker.cancelling does its work.
+        from worker import cancelling
+
+        return cancelling.step(deps, row)
     key = row.idempotency_key
     if ledger.is_final(row):
         return Next(), (row if row.callback_sent_at is None else None)
@@ -205,11 +221,32 @@ def _step(deps: Deps, row: TicketIssuance, bulk: bool) -> Step:
         error = ResultError(type="configuration_error", message=reason)
         return _finish(ledger.record_final_error(deps.engine, key, None, Status.FAILED, error, row.in_doubt))
 
-    if row.attempts - row.attempts_base >= account.max_attempts:
-        in_doubt = row.in_doubt or row.status == Status.IN_PROGRESS
-        return _finish(
-            _give_up(deps, row, None, row.attempts, account.max_attempts, in_doubt, _last_error(row))
+    # Out of attempts, or of time. A row in doubt past its time still gets its call: the
+    # provider is asked what became of it (reconciliation) before it ends needs_review, and
+    # gives up after that call if it too ends in a retry.
+    started_at = ledger.drive_started_at(deps.engine, row)
+    in_doubt = row.in_doubt or row.status == Status.IN_PROGRESS
+    why = outage.give_up_reason(
+        row, account.max_attempts, None if in_doubt else account.give_up_after_s, started_at=started_at
+    )
+    if why is not None:
+        return _finish(_give_up(deps, row, None, why, in_doubt, _last_error(row)))
+
+    # The account's circuit, before the rate limiter (a wait takes no rate slot) and before the
+    # claim (a wait spends no attempt and holds no lease): during an outage the booking is
+    # parked in `retrying` and the provider is not called.
+    policy = breaker.policy_for(account, deps.breaker.policy) if deps.breaker is not None else None
+    bpermit = breaker.gate(deps.breaker, account, policy) if deps.breaker is not None else breaker.Permit()
+    if isinstance(bpermit, breaker.WaitUntil):
+        wait = outage.circuit_open_error(row.provider, row.account, bpermit.wait_s)
+        ledger.park(deps.engine, row, bpermit.wait_s, wait)  # False: another worker has it; fine
+        log.info(
+            "circuit open", extra={"event": "circuit_open", "wait_s": round(bpermit.wait_s, 1), **_ctx(row)}
         )
+        # Longer than a Celery countdown may be: the sweeper picks it up once due.
+        return (
+            Next(countdown=bpermit.wait_s) if bpermit.wait_s <= deps.settings.max_countdown_s else Next()
+        ), None
 
     # The account's shared rate limit, before the claim: waiting must not hold the lease. Both
     # wait in the thread a little (bulk on its own pool, so live threads are never taken);
@@ -221,15 +258,30 @@ def _step(deps: Deps, row: TicketIssuance, bulk: bool) -> Step:
         else Permit(True, 0.0)
     )
     if not permit.granted:
+        _release_probe(deps, row, bpermit)
         return Next(countdown=max(permit.wait_s, 0.05)), None
     try:
-        return _claim_and_call(deps, row, account, permit)
+        return _claim_and_call(deps, row, account, permit, bpermit, policy, started_at)
     finally:
         if deps.limiter is not None:
             deps.limiter.release(row.provider, row.account, permit)
 
 
-def _claim_and_call(deps: Deps, row: TicketIssuance, account: AccountConfig, permit: Permit) -> Step:
+def _release_probe(deps: Deps, row: TicketIssuance, bpermit: breaker.Permit) -> None:
+    """A probe permit not used after all goes back, so the next caller probes at once."""
+    if deps.breaker is not None and bpermit.probe:
+        deps.breaker.release(row.provider, row.account, bpermit)
+
+
+def _claim_and_call(
+    deps: Deps,
+    row: TicketIssuance,
+    account: AccountConfig,
+    permit: Permit,
+    bpermit: breaker.Permit,
+    policy: breaker.Policy | None,
+    started_at: datetime | None,
+) -> Step:
     key = row.idempotency_key
     token = uuid.uuid4().hex
     provider = get_provider(row.provider)
@@ -237,6 +289,7 @@ def _claim_and_call(deps: Deps, row: TicketIssuance, account: AccountConfig, per
     # that has made any call keeps what it has (stored codes, or none: the old derivation).
     new_codes = provider.initial_codes(row.payload) if row.attempts == 0 and row.qr_codes is None else None
     if not ledger.claim(deps.engine, row, token, deps.settings.lease_s, qr_codes=new_codes):
+        _release_probe(deps, row, bpermit)
         log.info("lost claim", extra={"event": "skipped", "reason": "claimed_elsewhere", **_ctx(row)})
         return Next(), None
     in_doubt = row.in_doubt or row.status == Status.IN_PROGRESS
@@ -251,14 +304,54 @@ def _claim_and_call(deps: Deps, row: TicketIssuance, account: AccountConfig, per
         qr_codes=new_codes if new_codes is not None else row.qr_codes,
     )
     permit.wait_for_slot()  # a paced (bulk) permit: its slot, now that the row is ours
+    called_at = ledger.utcnow()
     started = time.perf_counter()
     outcome = provider.issue(deps.clients.get(account), attempt)
     elapsed = time.perf_counter() - started
-    return _record(deps, row, token, attempt, outcome, elapsed)
+    if deps.breaker is not None:
+        # Before recording: the circuit must learn of the outage even if the write then fails;
+        # and a Redis error here must not lose the outcome of a call that was made.
+        try:
+            moved = breaker.report(deps.breaker, account, bpermit, outcome, policy)
+        except TRANSIENT as exc:
+            moved = None
+            log.warning(
+                "breaker not told", extra={"event": "breaker_unreachable", "error": type(exc).__name__}
+            )
+        if moved is not None:
+            event = "circuit_opened" if moved == breaker.State.OPEN else "circuit_closed"
+            log.warning(event.replace("_", " "), extra={"event": event, **_ctx(row)})
+    note = ledger.AttemptNote(
+        number=attempt.number,
+        started_at=called_at,
+        duration_ms=round(elapsed * 1000, 1),
+        worker=deps.settings.consumer_name,
+        message=_scrubbed(account, row, outcome),
+        probe=bpermit.probe,
+    )
+    return _record(deps, row, token, attempt, outcome, elapsed, note, bpermit, started_at)
+
+
+def _scrubbed(account: AccountConfig, row: TicketIssuance, outcome: Outcome) -> str | None:
+    """The attempt's error for the history: adapters already clean their messages; scrubbed
+    again here with this account's secrets and this booking's personal data, since the history
+    keeps every attempt's message, not only the last."""
+    if outcome.error is None:
+        return None
+    secrets = [s.get_secret_value() for s in (account.api_key, account.integration_id, account.secret) if s]
+    return scrub(outcome.error.message, secrets=secrets, echoes=payload_echoes(row.payload), limit=1024)
 
 
 def _record(
-    deps: Deps, row: TicketIssuance, token: str, attempt: Attempt, outcome: Outcome, elapsed: float
+    deps: Deps,
+    row: TicketIssuance,
+    token: str,
+    attempt: Attempt,
+    outcome: Outcome,
+    elapsed: float,
+    note: ledger.AttemptNote | None = None,
+    bpermit: breaker.Permit | None = None,
+    started_at: datetime | None = None,
 ) -> Step:
     key = row.idempotency_key
     ctx = _ctx(
@@ -277,9 +370,13 @@ def _record(
 
     recorded: TicketIssuance | None
     if outcome.kind == OutcomeKind.ISSUED:
-        recorded = ledger.record_issued(deps.engine, key, token, outcome.tickets, outcome.provider_reference)
+        recorded = ledger.record_issued(
+            deps.engine, key, token, outcome.tickets, outcome.provider_reference, note=note
+        )
     elif outcome.kind == OutcomeKind.FAILED:
-        recorded = ledger.record_final_error(deps.engine, key, token, Status.FAILED, error, in_doubt)
+        recorded = ledger.record_final_error(
+            deps.engine, key, token, Status.FAILED, error, in_doubt, note=note
+        )
     elif outcome.kind == OutcomeKind.NEEDS_REVIEW:
         recorded = ledger.record_final_error(
             deps.engine,
@@ -290,19 +387,31 @@ def _record(
             True,
             tickets=outcome.tickets,
             provider_reference=outcome.provider_reference,
+            note=note,
         )
     else:
         account = attempt.account
         if outcome.error is not None and outcome.error.http_status == 429 and deps.limiter is not None:
             # The provider's limit is lower than ours: slow the whole account down for a while.
             deps.limiter.penalise(row.provider, row.account, for_s=max(30.0, outcome.retry_after_s or 0.0))
-        if attempt.number - row.attempts_base >= account.max_attempts:
-            recorded = _give_up(deps, row, token, attempt.number, account.max_attempts, in_doubt, error)
+        # A failed probe is a call made, not one charged to this booking: the provider is down
+        # (docs/outages.md). Only the calls that opened the circuit are charged.
+        uncharged = bpermit is not None and bpermit.probe and breaker.is_outage_failure(outcome)
+        charged = attempt.number - row.attempts_base - (1 if uncharged else 0)
+        start = started_at or ledger.as_utc(row.created_at)
+        why = outage.give_up_after(charged, account.max_attempts, account.give_up_after_s, start)
+        if why is not None:
+            recorded = _give_up(deps, row, token, why, in_doubt, error, note)
         else:
+            # On charged attempts: a booking probed ten times must not wait the backoff cap
+            # once the provider is back.
             delay = next_delay(
-                attempt.number, account.backoff_base_s, account.backoff_cap_s, outcome.retry_after_s
+                max(charged, 1), account.backoff_base_s, account.backoff_cap_s, outcome.retry_after_s
             )
-            if ledger.record_retry(deps.engine, key, token, error, in_doubt, delay) is None:
+            retried = ledger.record_retry(
+                deps.engine, key, token, error, in_doubt, delay, note=note, charge=not uncharged
+            )
+            if retried is None:
                 log.warning("lease lost before recording", extra={"event": "lease_lost", **ctx})
                 return Next(), None
             # Longer waits are parked in next_attempt_at for the sweeper: a Celery countdown longer
@@ -323,13 +432,19 @@ def _finish(row: TicketIssuance | None) -> Step:
 
 
 def sweep(deps: Deps, enqueue: Callable[[str], None]) -> dict[str, int]:
-    """Re-drive rows that stopped moving and publish results that were never sent."""
+    """Re-drive rows that stopped moving (bookings parked during an outage for longer than a
+    Celery countdown included), publish results that were never sent, and keep the attempt
+    history within its retention."""
     s = deps.settings
     keys = ledger.stale_keys(deps.engine, s.stale_after_s, s.sweep_batch)
     for key in keys:
         enqueue(key)
     rows = ledger.unpublished(deps.engine, grace_s=min(5.0, s.stale_after_s), limit=s.sweep_batch)
     publish_finals(deps, rows)
-    if keys or rows:
-        log.info("sweep", extra={"event": "sweep", "redriven": len(keys), "republished": len(rows)})
+    pruned = ledger.prune_attempts(deps.engine, s.attempts_retention_s, limit=s.sweep_batch)
+    if keys or rows or pruned:
+        log.info(
+            "sweep",
+            extra={"event": "sweep", "redriven": len(keys), "republished": len(rows), "pruned": pruned},
+        )
     return {"redriven": len(keys), "republished": len(rows)}

@@ -16,16 +16,19 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from schemas.result import ResultError, Ticket
 from schemas.statuses import ACTIVE_STATUSES, FINAL_STATUSES, Status
-from schemas.table import TicketIssuance
+from schemas.table import ReissueRun, TicketAttempt, TicketIssuance
 from worker.db import writing
 
 T = TicketIssuance.__table__  # type: ignore[attr-defined]
 C = T.c
+AT = TicketAttempt.__table__  # type: ignore[attr-defined]
+AC = AT.c
+RUNS = ReissueRun.__table__  # type: ignore[attr-defined]
 
 
 class _Row:
@@ -72,6 +75,9 @@ class NewBooking:
     payload_sha256: str
     reply_to: str
     metadata: dict[str, str]
+    # 1.1: a cancel names the booking it cancels.
+    operation: str = "issue"
+    cancels: str | None = None
 
 
 def _insert(engine: Engine, values: dict[str, Any]) -> bool:
@@ -108,6 +114,8 @@ def _row_values(b: NewBooking, status: Status, now: datetime) -> dict[str, Any]:
         "reply_to": b.reply_to,
         "message_metadata": b.metadata,
         "in_doubt": False,
+        "operation": b.operation,
+        "cancels": b.cancels,
     }
 
 
@@ -139,6 +147,7 @@ def create_rejected(engine: Engine, booking: NewBooking, error: ResultError) -> 
         error_message=error.message[:1024],
         error_retryable=False,
         completed_at=now,
+        revision=1,  # its first (and only) final result
     )
     return _insert(engine, values)
 
@@ -247,16 +256,59 @@ def claim(
         return conn.execute(_CLAIM[(row.lease_owner is None, qr_codes is not None)], params).rowcount == 1
 
 
+@dataclass(frozen=True)
+class AttemptNote:
+    """What the issue path knows of one provider call, for the attempt history
+    (ticket_attempts), written in the transaction that records the call's outcome. `message`
+    is already scrubbed (worker/redaction.py)."""
+
+    number: int
+    started_at: datetime
+    duration_ms: float | None
+    worker: str
+    message: str | None = None
+    probe: bool = False
+
+
+_OUTCOME_OF_STATUS = {Status.RETRYING.value: "retry"}
+
+
 @lru_cache(maxsize=64)
-def _finish_stmt(columns: tuple[str, ...], leased: bool) -> Any:
+def _finish_stmt(columns: tuple[str, ...], leased: bool, final: bool, uncharge: bool) -> Any:
     conds = [C.idempotency_key == bindparam("b_key")]
     if leased:
         # Only the holder of the lease records; a worker that lost its lease keeps quiet.
         conds += [C.lease_owner == bindparam("b_token"), C.status == Status.IN_PROGRESS.value]
     else:
         conds.append(C.status.not_in(list(FINAL_STATUSES)))
-    values = {C[name]: bindparam(f"v_{name}", type_=C[name].type) for name in columns}
+    values: dict[Any, Any] = {C[name]: bindparam(f"v_{name}", type_=C[name].type) for name in columns}
+    if final:
+        # Each final result of a key is one revision more (contract 1.1): the first is 1.
+        values[C.revision] = C.revision + 1
+    if uncharge:
+        # A failed probe: counted in `attempts` (calls made), not against the booking's budget.
+        values[C.attempts_base] = C.attempts_base + 1
     return update(T).where(and_(*conds)).values(values).returning(*T.c)
+
+
+def _attempt_values(
+    key: str, note: AttemptNote, values: dict[str, Any], recorded: bool, now: datetime
+) -> dict[str, Any]:
+    status = str(values.get("status"))
+    return {
+        "idempotency_key": key,
+        "attempt": note.number,
+        "started_at": note.started_at,
+        "recorded_at": now,
+        "duration_ms": note.duration_ms,
+        "worker": note.worker[:128],
+        "outcome": _OUTCOME_OF_STATUS.get(status, status) if recorded else "lease_lost",
+        "http_status": values.get("http_status"),
+        "error_type": values.get("error_type"),
+        "message": note.message[:1024] if note.message else None,
+        "in_doubt": bool(values.get("in_doubt")),
+        "probe": note.probe,
+    }
 
 
 def _finish(
@@ -264,12 +316,16 @@ def _finish(
     key: str,
     token: str | None,
     values: dict[str, Any],
+    note: AttemptNote | None = None,
+    uncharge: bool = False,
 ) -> TicketIssuance | None:
     """The row as recorded (UPDATE ... RETURNING: no second read), or None when this caller
-    may not record (lease lost, or already final)."""
+    may not record (lease lost, or already final). `note`: the call's attempt history row, in
+    the same transaction (also when the lease was lost: the call was made all the same)."""
     now = utcnow()
     values = {**values, "updated_at": now, "lease_owner": None, "lease_until": None}
-    if values.get("status") in FINAL_STATUSES:
+    final = values.get("status") in FINAL_STATUSES
+    if final:
         values["completed_at"] = now
         values["next_attempt_at"] = None
     columns = tuple(sorted(values))
@@ -278,7 +334,11 @@ def _finish(
     if token is not None:
         params["b_token"] = token
     with writing(engine) as conn:
-        row = conn.execute(_finish_stmt(columns, token is not None), params).mappings().first()
+        row = (
+            conn.execute(_finish_stmt(columns, token is not None, final, uncharge), params).mappings().first()
+        )
+        if note is not None:
+            conn.execute(insert(AT).values(**_attempt_values(key, note, values, row is not None, now)))
     return as_row(row) if row is not None else None
 
 
@@ -299,6 +359,7 @@ def record_issued(
     token: str,
     tickets: list[Ticket],
     provider_reference: str | None,
+    note: AttemptNote | None = None,
 ) -> TicketIssuance | None:
     return _finish(
         engine,
@@ -311,6 +372,7 @@ def record_issued(
             "in_doubt": False,
             **_error_values(None),
         },
+        note,
     )
 
 
@@ -323,27 +385,86 @@ def record_final_error(
     in_doubt: bool,
     tickets: list[Ticket] | None = None,
     provider_reference: str | None = None,
+    note: AttemptNote | None = None,
 ) -> TicketIssuance | None:
     """A final status with an error. `tickets` and `provider_reference`: what the provider did
-    confirm of a booking that still needs review (the operator's starting point)."""
+    confirm of a booking that still needs review (the operator's starting point). `note`: the
+    call that ended it, where one did (a give-up before any call has none)."""
     values: dict[str, Any] = {"status": status.value, "in_doubt": in_doubt, **_error_values(error)}
     if tickets:
         values["tickets"] = [t.model_dump() for t in tickets]
     if provider_reference is not None:
         values["provider_reference"] = provider_reference
-    return _finish(engine, key, token, values)
+    return _finish(engine, key, token, values, note)
 
 
 def record_retry(
-    engine: Engine, key: str, token: str, error: ResultError, in_doubt: bool, delay_s: float
+    engine: Engine,
+    key: str,
+    token: str,
+    error: ResultError,
+    in_doubt: bool,
+    delay_s: float,
+    note: AttemptNote | None = None,
+    charge: bool = True,
 ) -> TicketIssuance | None:
+    """`charge=False`: a failed probe during an outage (docs/outages.md): the call counts in
+    `attempts` (calls made) but not against the booking's budget (attempts_base goes up too)."""
     values = {
         "status": Status.RETRYING.value,
         "in_doubt": in_doubt,
         "next_attempt_at": utcnow() + timedelta(seconds=delay_s),
         **_error_values(error),
     }
-    return _finish(engine, key, token, values)
+    return _finish(engine, key, token, values, note, uncharge=not charge)
+
+
+def park(engine: Engine, row: TicketIssuance, wait_s: float, why: ResultError) -> bool:
+    """Put a queued or retrying row (as read) in `retrying`, due in `wait_s`, without counting
+    an attempt (the account's circuit is open, docs/outages.md). Compare-and-set on status and
+    attempts, like the claim: a row another worker claimed meanwhile is left alone (False).
+    `why` becomes the row's error only where it has none, so the last provider error stays
+    what a give-up reports."""
+    if row.status not in (Status.QUEUED, Status.RETRYING):
+        return False
+    now = utcnow()
+    stmt = (
+        update(T)
+        .where(
+            C.idempotency_key == row.idempotency_key,
+            C.status == row.status,
+            C.attempts == row.attempts,
+            C.lease_owner.is_(None),
+        )
+        .values(
+            status=Status.RETRYING.value,
+            next_attempt_at=now + timedelta(seconds=max(wait_s, 0.0)),
+            updated_at=now,
+            error_type=func.coalesce(C.error_type, why.type[:64]),
+            error_message=func.coalesce(C.error_message, why.message[:1024]),
+            error_retryable=func.coalesce(C.error_retryable, why.retryable),
+        )
+    )
+    with writing(engine) as conn:
+        return bool(conn.execute(stmt).rowcount == 1)
+
+
+def uncharge_attempt(engine: Engine, key: str, attempts: int) -> bool:
+    """Take the attempt numbered `attempts`, just recorded as a retry, off the booking's budget.
+    The issue path passes charge=False to record_retry instead (one statement); this is for a
+    caller that learns only afterwards that the call was a failed probe."""
+    stmt = (
+        update(T)
+        .where(
+            C.idempotency_key == key,
+            C.attempts == attempts,
+            C.status == Status.RETRYING.value,
+            C.attempts_base < C.attempts,
+        )
+        .values(attempts_base=C.attempts_base + 1)
+    )
+    with writing(engine) as conn:
+        return bool(conn.execute(stmt).rowcount == 1)
 
 
 def mark_callback_sent(engine: Engine, key: str, also: Callable[[Connection], object] | None = None) -> None:
@@ -502,6 +623,8 @@ def requeue_for_run(engine: Engine, key: str, from_status: str, run_id: str) -> 
                 status=Status.QUEUED.value,
                 reissue_run=run_id,
                 attempts_base=C.attempts,
+                # the give-up time limit counts from this drive (drive_started_at)
+                redriven_at=utcnow(),
                 lease_owner=None,
                 lease_until=None,
                 next_attempt_at=None,
@@ -620,3 +743,495 @@ def oldest_unfinished(groups: list[BookingGroup]) -> datetime | None:
     """created_at of the oldest booking not final yet, from booking_groups()."""
     found = [g.oldest_created_at for g in groups if g.status in ACTIVE_STATUSES and g.oldest_created_at]
     return min(found) if found else None
+
+
+# =============================================================================================
+# Retention and erasure of personal data (worker/retention.py, tasks/retention.py,
+# worker/ops/purge.py, docs/data-protection.md). A row's dependents (its webhook outbox
+# entries and, where that table exists, its attempt history) go in the same transaction.
+# Imports here, not at the top, so that this block merges as one piece.
+# =============================================================================================
+
+from sqlalchemy import inspect as sa_inspect  # noqa: E402
+from sqlalchemy import null as sa_null  # noqa: E402
+from sqlalchemy import text as sa_text  # noqa: E402
+
+from schemas.table import WebhookOutbox  # noqa: E402
+
+ATTEMPTS_TABLE = "ticket_attempts"
+_OUTBOX = WebhookOutbox.__table__  # type: ignore[attr-defined]
+_FINAL = C.status.in_(list(FINAL_STATUSES))
+
+
+def _old_final(completed_before: datetime) -> Any:
+    return and_(_FINAL, C.completed_at < completed_before)
+
+
+def _delete_dependents(conn: Connection, keys: list[str]) -> dict[str, int]:
+    """Delete the outbox entries and attempt rows of `keys`; how many of each went. The
+    attempts table may not exist (yet): looked up, not assumed."""
+    if not keys:
+        return {"outbox": 0, "attempts": 0}
+    outbox = conn.execute(_OUTBOX.delete().where(_OUTBOX.c.idempotency_key.in_(keys))).rowcount
+    attempts = 0
+    if sa_inspect(conn).has_table(ATTEMPTS_TABLE):
+        stmt = sa_text(f"DELETE FROM {ATTEMPTS_TABLE} WHERE idempotency_key IN :keys").bindparams(
+            bindparam("keys", expanding=True)
+        )
+        attempts = conn.execute(stmt, {"keys": keys}).rowcount
+    return {"outbox": int(outbox or 0), "attempts": int(attempts or 0)}
+
+
+def _locked_keys(conn: Connection, cond: Any, limit: int) -> list[str]:
+    # FOR UPDATE SKIP LOCKED on PostgreSQL: a row a worker or a re-issuance holds right now is
+    # left for the next batch, and nothing changes the selected rows before we do. SQLite
+    # ignores it (its write transaction already excludes every other writer).
+    stmt = select(C.idempotency_key).where(cond).order_by(C.id).limit(limit)
+    return list(conn.execute(stmt.with_for_update(skip_locked=True)).scalars())
+
+
+def drop_old_payloads(engine: Engine, completed_before: datetime, limit: int) -> int:
+    """Set the payload of up to `limit` rows final before `completed_before` to SQL NULL;
+    how many changed. payload_sha256 stays (a resend is still recognised as one); such a row
+    can no longer be re-driven, having nothing to send."""
+    with writing(engine) as conn:
+        cond = and_(_old_final(completed_before), C.payload.is_not(None))
+        keys = _locked_keys(conn, cond, limit)
+        if not keys:
+            return 0
+        return int(
+            conn.execute(update(T).where(C.idempotency_key.in_(keys)).values(payload=sa_null())).rowcount
+        )
+
+
+def delete_old_rows(engine: Engine, completed_before: datetime, limit: int) -> dict[str, int]:
+    """Delete up to `limit` rows final before `completed_before`, with their dependents."""
+    with writing(engine) as conn:
+        keys = _locked_keys(conn, _old_final(completed_before), limit)
+        gone = _delete_dependents(conn, keys)
+        rows = conn.execute(T.delete().where(C.idempotency_key.in_(keys))).rowcount if keys else 0
+    return {"rows": int(rows or 0), **gone}
+
+
+def rows_for_message(
+    engine: Engine, message_id: str, provider: str | None = None, account: str | None = None
+) -> list[TicketIssuance]:
+    """Every row (all generations, every provider and account unless narrowed) of a message."""
+    conds = [C.message_id == message_id]
+    if provider:
+        conds.append(C.provider == provider)
+    if account:
+        conds.append(C.account == account)
+    with engine.connect() as conn:
+        rows = conn.execute(select(T).where(and_(*conds)).order_by(C.id)).mappings()
+        return [as_row(r) for r in rows]
+
+
+def erase_rows(engine: Engine, keys: list[str], delete_rows: bool) -> dict[str, int]:
+    """A person's deletion request, for final rows only (a row still being issued needs its
+    payload). Either delete the rows, or keep each as a tombstone without personal data:
+    status, key, message_id, payload_sha256 and provider_reference stay, so a resend of the
+    message is still answered from the row instead of issuing a second ticket."""
+    if not keys:
+        return {"rows": 0, "outbox": 0, "attempts": 0}
+    with writing(engine) as conn:
+        gone = _delete_dependents(conn, keys)
+        where_ = and_(C.idempotency_key.in_(keys), _FINAL)
+        if delete_rows:
+            rows = conn.execute(T.delete().where(where_)).rowcount
+        else:
+            rows = conn.execute(
+                update(T)
+                .where(where_)
+                .values(payload=sa_null(), tickets=[], qr_codes=sa_null(), message_metadata={})
+            ).rowcount
+    return {"rows": int(rows or 0), **gone}
+
+
+def count_without_payload(engine: Engine, f: RowFilter) -> int:
+    """Rows of a re-issuance selection whose payload is gone (they cannot be re-driven)."""
+    with engine.connect() as conn:
+        stmt = select(func.count()).select_from(T).where(_filter_cond(f), C.payload.is_(None))
+        return int(conn.execute(stmt).scalar_one())
+
+
+def restore_payload(engine: Engine, key: str, payload: dict[str, Any], payload_sha256: str) -> bool:
+    """Give a row whose payload was dropped its payload back, from a re-imported envelope of
+    the same message: only when the row has none and the hashes agree (the same payload)."""
+    with writing(engine) as conn:
+        changed = conn.execute(
+            update(T)
+            .where(C.idempotency_key == key, C.payload.is_(None), C.payload_sha256 == payload_sha256)
+            .values(payload=payload)
+        ).rowcount
+    return bool(changed)
+
+
+@lru_cache(maxsize=256)
+def _run_started_at(engine: Engine, run_id: str) -> datetime | None:
+    with engine.connect() as conn:
+        value = conn.execute(select(RUNS.c.created_at).where(RUNS.c.run_id == run_id)).scalar()
+    return as_utc(value)
+
+
+def drive_started_at(engine: Engine, row: TicketIssuance) -> datetime | None:
+    """Since when this key has been driven, for the give-up time limit: its acceptance, or the
+    later start of a bulk re-issuance run that re-drove it, or of an operator's re-drive
+    (ticketrelay retry). A re-drive of an old booking so gets the full time again."""
+    starts = [as_utc(row.created_at), as_utc(getattr(row, "redriven_at", None))]
+    if row.reissue_run is not None:
+        starts.append(_run_started_at(engine, row.reissue_run))
+    known = [s for s in starts if s is not None]
+    return max(known) if known else None
+
+
+def prune_attempts(engine: Engine, retention_s: float, limit: int = 1000) -> int:
+    """Delete at most `limit` attempt history rows recorded more than `retention_s` ago (0:
+    none by age), and those whose issuance is gone (PostgreSQL deletes them with it, by the
+    foreign key; SQLite enforces foreign keys only when asked to). How many went."""
+    orphans = ~select(C.id).where(C.idempotency_key == AC.idempotency_key).exists()
+    cond = orphans
+    if retention_s > 0:
+        cond = or_(AC.recorded_at < utcnow() - timedelta(seconds=retention_s), orphans)
+    with writing(engine) as conn:
+        ids = list(conn.execute(select(AC.id).where(cond).order_by(AC.id).limit(limit)).scalars())
+        if not ids:
+            return 0
+        conn.execute(delete(AT).where(AC.id.in_(ids)))
+    return len(ids)
+
+
+# --- operators: inspect, settle and re-drive one booking (worker/ops/bookings.py) ------------
+
+
+class Refused(Exception):
+    """An operator's change that the row's state does not allow; the message says why."""
+
+
+def attempts_of(engine: Engine, key: str) -> list[dict[str, Any]]:
+    """The attempt history of a key, oldest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(AT).where(AC.idempotency_key == key).order_by(AC.id)).mappings()
+        return [dict(r) for r in rows]
+
+
+def find_by_message_id(engine: Engine, message_id: str) -> list[TicketIssuance]:
+    """Every row of a producer's message_id (any provider, account and generation)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(T).where(C.message_id == message_id).order_by(C.provider, C.account, C.generation)
+        ).mappings()
+        return [as_row(r) for r in rows]
+
+
+def list_bookings(
+    engine: Engine,
+    status: str,
+    provider: str | None = None,
+    account: str | None = None,
+    older_than_s: float | None = None,
+    limit: int = 100,
+) -> list[TicketIssuance]:
+    """Rows in `status`, oldest first. `older_than_s`: in that status for at least that long
+    (since completed_at for a final status, since updated_at for an active one)."""
+    conds = [C.status == status]
+    if provider is not None:
+        conds.append(C.provider == provider)
+    if account is not None:
+        conds.append(C.account == account)
+    since = C.completed_at if status in FINAL_STATUSES else C.updated_at
+    if older_than_s is not None:
+        conds.append(since <= utcnow() - timedelta(seconds=older_than_s))
+    with engine.connect() as conn:
+        rows = conn.execute(select(T).where(and_(*conds)).order_by(since, C.id).limit(limit)).mappings()
+        return [as_row(r) for r in rows]
+
+
+def _operator_attempt(key: str, attempts: int, by: str, outcome: str, now: datetime, **more: Any) -> Any:
+    return insert(AT).values(
+        idempotency_key=key,
+        attempt=attempts,
+        started_at=now,
+        recorded_at=now,
+        duration_ms=None,
+        worker=f"operator:{by}"[:128],
+        outcome=outcome,
+        **{"http_status": None, "error_type": None, "message": None, "in_doubt": False, **more},
+    )
+
+
+def _must_get(conn: Any, key: str) -> TicketIssuance:
+    row = conn.execute(select(T).where(C.idempotency_key == key)).mappings().first()
+    if row is None:
+        raise LookupError(key)
+    return as_row(row)
+
+
+RESOLVABLE = {
+    "issued": (Status.NEEDS_REVIEW.value, Status.FAILED.value),
+    "failed": (Status.NEEDS_REVIEW.value,),
+}
+
+
+def resolve(
+    engine: Engine,
+    key: str,
+    *,
+    issued: bool,
+    reason: str,
+    by: str,
+    reference: str | None = None,
+    tickets: list[Ticket] | None = None,
+) -> TicketIssuance:
+    """An operator settles a booking: `issued` (what they found at the provider: its reference
+    and tickets) or `failed` (nothing exists there). Only a needs_review row (or a failed one,
+    as issued: the tickets turned up after all). The row records who and why, the attempt
+    history gets an entry, the revision goes up and the result is to be published again
+    (callback_sent_at cleared). LookupError: no such key; Refused: not in a settleable state."""
+    target = Status.ISSUED if issued else Status.FAILED
+    allowed = RESOLVABLE[target.value]
+    now = utcnow()
+    note = reason[:1024]
+    values: dict[str, Any] = {
+        "status": target.value,
+        "in_doubt": False,
+        "resolved_by": by[:64],
+        "resolved_at": now,
+        "resolution": note,
+        "completed_at": now,
+        "updated_at": now,
+        "callback_sent_at": None,
+        "next_attempt_at": None,
+        "lease_owner": None,
+        "lease_until": None,
+        "revision": C.revision + 1,
+    }
+    if issued:
+        values.update(_error_values(None))
+        values["provider_reference"] = reference
+        if tickets is not None:
+            values["tickets"] = [t.model_dump() for t in tickets]
+    else:
+        values.update(
+            _error_values(
+                ResultError(type="resolved_failed", message=f"settled by an operator: {note}"[:1024])
+            )
+        )
+    with writing(engine) as conn:
+        row = _must_get(conn, key)
+        if row.status not in allowed:
+            states = " or ".join(allowed)
+            raise Refused(f"{key} is {row.status}; --{target.value} settles only a booking that is {states}")
+        done = (
+            conn.execute(
+                update(T)
+                .where(C.idempotency_key == key, C.status == row.status)
+                .values(values)
+                .returning(*T.c)
+            )
+            .mappings()
+            .first()
+        )
+        if done is None:  # pragma: no cover - moved between the read and the write
+            raise Refused(f"{key} changed meanwhile; look again")
+        conn.execute(
+            _operator_attempt(
+                key,
+                row.attempts,
+                by,
+                f"resolved_{target.value}",
+                now,
+                message=note,
+                error_type=None if issued else "resolved_failed",
+                in_doubt=bool(row.in_doubt),
+            )
+        )
+    return as_row(done)
+
+
+REDRIVABLE_BY_OPERATOR = (
+    Status.NEEDS_REVIEW.value,
+    Status.FAILED.value,
+    Status.RETRYING.value,
+    Status.QUEUED.value,
+)
+
+
+def redrive(engine: Engine, key: str, *, by: str, reason: str = "") -> TicketIssuance:
+    """An operator's re-drive of one key, now, with the same key: queued, a fresh attempt budget
+    and time limit, `in_doubt` kept, so the next call reconciles with the provider first
+    exactly as after any attempt in doubt (never a blind second creation). The attempt history
+    gets an entry. LookupError: no such key; Refused: issued, rejected, or being called now."""
+    now = utcnow()
+    with writing(engine) as conn:
+        row = _must_get(conn, key)
+        if row.status not in REDRIVABLE_BY_OPERATOR:
+            why = {
+                Status.ISSUED.value: "it is issued; nothing to retry",
+                Status.REJECTED.value: "it was rejected at intake, never sent; fix and publish it again",
+                Status.IN_PROGRESS.value: "a worker is calling the provider for it right now",
+            }.get(row.status, f"it is {row.status}")
+            raise Refused(f"{key}: not retried: {why}")
+        done = (
+            conn.execute(
+                update(T)
+                .where(C.idempotency_key == key, C.status == row.status, C.attempts == row.attempts)
+                .values(
+                    status=Status.QUEUED.value,
+                    attempts_base=C.attempts,
+                    redriven_at=now,
+                    next_attempt_at=None,
+                    completed_at=None,
+                    callback_sent_at=None,
+                    lease_owner=None,
+                    lease_until=None,
+                    updated_at=now,
+                )
+                .returning(*T.c)
+            )
+            .mappings()
+            .first()
+        )
+        if done is None:  # pragma: no cover - moved between the read and the write
+            raise Refused(f"{key} changed meanwhile; look again")
+        conn.execute(
+            _operator_attempt(
+                key,
+                row.attempts,
+                by,
+                "redrive",
+                now,
+                message=reason[:1024] or None,
+                in_doubt=bool(row.in_doubt),
+            )
+        )
+    return as_row(done)
+
+
+# =============================================================================================
+# Cancellations (1.1): a cancel has its own row (operation `cancel`, `cancels` = the booking's
+# message_id). The booking's `cancel_key` names the one cancel that may call the provider's
+# void; every other cancel of it waits for that one and ends with its outcome.
+# =============================================================================================
+
+
+def find_booking(engine: Engine, provider: str, account: str, message_id: str) -> TicketIssuance | None:
+    """The row of `message_id` (its latest generation) for this provider and account, or None."""
+    with engine.connect() as conn:
+        row = (
+            conn.execute(
+                select(T)
+                .where(C.provider == provider, C.account == account, C.message_id == message_id)
+                .order_by(C.generation.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+    return as_row(row) if row is not None else None
+
+
+def take_cancel(engine: Engine, booking_key: str, cancel_key: str) -> str | None:
+    """Make `cancel_key` the booking's one voiding cancel, unless another took it first.
+    Returns the cancel key the booking holds now (ours, another's), None if no row."""
+    with writing(engine) as conn:
+        conn.execute(
+            update(T)
+            .where(C.idempotency_key == booking_key, C.cancel_key.is_(None))
+            .values(cancel_key=cancel_key, updated_at=utcnow())
+        )
+        return cast(
+            "str | None",
+            conn.execute(select(C.cancel_key).where(C.idempotency_key == booking_key)).scalar_one_or_none(),
+        )
+
+
+def mark_booking_cancelled(engine: Engine, booking_key: str, cancel_key: str) -> TicketIssuance | None:
+    """The booking voided at the provider: `issued` -> `cancelled`, its result corrected (a
+    raised revision, to be published again). Only by its voiding cancel; None when the booking
+    is not `issued` any more (already marked: a repeated step)."""
+    now = utcnow()
+    with writing(engine) as conn:
+        row = (
+            conn.execute(
+                update(T)
+                .where(
+                    C.idempotency_key == booking_key,
+                    C.cancel_key == cancel_key,
+                    C.status == Status.ISSUED.value,
+                )
+                .values(
+                    status=Status.CANCELLED.value,
+                    revision=C.revision + 1,
+                    callback_sent_at=None,
+                    completed_at=now,
+                    updated_at=now,
+                )
+                .returning(*T.c)
+            )
+            .mappings()
+            .first()
+        )
+    return as_row(row) if row is not None else None
+
+
+def cancel_wait(engine: Engine, key: str, delay_s: float) -> bool:
+    """A cancel waiting for its booking (still in flight, or not arrived): `retrying` until
+    `next_attempt_at`, no provider call counted. The sweeper re-drives it if the countdown
+    message is lost. False when the row is final or leased by a worker."""
+    now = utcnow()
+    with writing(engine) as conn:
+        changed = conn.execute(
+            update(T)
+            .where(
+                C.idempotency_key == key,
+                C.status.in_([Status.QUEUED.value, Status.RETRYING.value]),
+            )
+            .values(
+                status=Status.RETRYING.value,
+                next_attempt_at=now + timedelta(seconds=delay_s),
+                updated_at=now,
+            )
+        ).rowcount
+    return bool(changed)
+
+
+def finish_without_call(
+    engine: Engine,
+    key: str,
+    status: Status,
+    error: ResultError | None,
+    *,
+    tickets: list[dict[str, Any]] | None = None,
+    provider_reference: str | None = None,
+    in_doubt: bool = False,
+) -> TicketIssuance | None:
+    """A cancel settled without a provider call (its booking failed, needs review, or another
+    cancel of it decided), or its final status after one. None when it was already final."""
+    values: dict[str, Any] = {"status": status.value, "in_doubt": in_doubt, **_error_values(error)}
+    if tickets is not None:
+        values["tickets"] = tickets
+    if provider_reference is not None:
+        values["provider_reference"] = provider_reference
+    return _finish(engine, key, None, values)
+
+
+def record_cancel_final(
+    engine: Engine,
+    key: str,
+    token: str,
+    status: Status,
+    error: ResultError | None,
+    in_doubt: bool,
+    tickets: list[dict[str, Any]] | None = None,
+    provider_reference: str | None = None,
+    note: AttemptNote | None = None,
+) -> TicketIssuance | None:
+    """The final status of a cancel after its own provider call (lease holder only); `note`:
+    that call, for the attempt history."""
+    values: dict[str, Any] = {"status": status.value, "in_doubt": in_doubt, **_error_values(error)}
+    if tickets is not None:
+        values["tickets"] = tickets
+    if provider_reference is not None:
+        values["provider_reference"] = provider_reference
+    return _finish(engine, key, token, values, note)

@@ -2,21 +2,32 @@
 spending an attempt, keep a failed probe's attempt off the booking's budget, and give up by
 time as well as by attempts.
 
-Kept apart from worker/ledger.py so that it can be reviewed and tested on its own; each is one
-compare-and-set statement in the ledger's style and may move into the ledger as it is.
+The two writes (park, uncharge_attempt) live in worker/ledger.py, the only module that writes
+ticket_issuances; they are re-exported here under their old names.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine, func, update
+from prometheus_client.registry import Collector
 
 from schemas.result import ResultError
-from schemas.statuses import Status
 from schemas.table import TicketIssuance
-from worker.db import writing
-from worker.ledger import C, T, as_utc, utcnow
+from worker import ledger
+from worker.ledger import as_utc, park, uncharge_attempt
+
+__all__ = [
+    "CIRCUIT_OPEN",
+    "GIVE_UP_AFTER_S",
+    "circuit_open_error",
+    "give_up_after",
+    "give_up_reason",
+    "park",
+    "uncharge_attempt",
+]
 
 # What a parked row shows as its error while it has no real one yet (a booking that arrived
 # during the outage): operators see why it waits. A real last error is never overwritten.
@@ -39,54 +50,6 @@ def circuit_open_error(provider: str, account: str, wait_s: float) -> ResultErro
     )
 
 
-def park(engine: Engine, row: TicketIssuance, wait_s: float, why: ResultError) -> bool:
-    """Put a queued or retrying row (as read) in `retrying`, due in `wait_s`, without counting
-    an attempt. Compare-and-set on status and attempts, like the claim: a row another worker
-    claimed meanwhile is left alone (False). `why` becomes the row's error only where it has
-    none, so the last provider error stays what a give-up reports."""
-    if row.status not in (Status.QUEUED, Status.RETRYING):
-        return False
-    now = utcnow()
-    stmt = (
-        update(T)
-        .where(
-            C.idempotency_key == row.idempotency_key,
-            C.status == row.status,
-            C.attempts == row.attempts,
-            C.lease_owner.is_(None),
-        )
-        .values(
-            status=Status.RETRYING.value,
-            next_attempt_at=now + timedelta(seconds=max(wait_s, 0.0)),
-            updated_at=now,
-            error_type=func.coalesce(C.error_type, why.type[:64]),
-            error_message=func.coalesce(C.error_message, why.message[:1024]),
-            error_retryable=func.coalesce(C.error_retryable, why.retryable),
-        )
-    )
-    with writing(engine) as conn:
-        return conn.execute(stmt).rowcount == 1
-
-
-def uncharge_attempt(engine: Engine, key: str, attempts: int) -> bool:
-    """A failed probe's call stays counted in `attempts` (provider calls made, by contract) but
-    not against the booking's budget: the failure was the provider's, not this booking's, and a
-    6-hour outage is 360 probes at one a minute. Done right after record_retry recorded the
-    attempt numbered `attempts` (a crash in between only charges it: the safe side)."""
-    stmt = (
-        update(T)
-        .where(
-            C.idempotency_key == key,
-            C.attempts == attempts,
-            C.status == Status.RETRYING.value,
-            C.attempts_base < C.attempts,
-        )
-        .values(attempts_base=C.attempts_base + 1)
-    )
-    with writing(engine) as conn:
-        return conn.execute(stmt).rowcount == 1
-
-
 def give_up_reason(
     row: TicketIssuance,
     max_attempts: int,
@@ -96,15 +59,44 @@ def give_up_reason(
 ) -> str | None:
     """Why this booking must stop now, or None: its attempt budget is spent, or it has been
     unfinished for longer than the account's `give_up_after_s` (None: no time limit), counted
-    from `started_at` (default: when it was accepted; a re-issuance passes its own start)."""
-    charged = row.attempts - row.attempts_base
+    from `started_at` (default: when it was accepted; a re-drive passes its own start)."""
+    start = as_utc(started_at) or as_utc(row.created_at)
+    return give_up_after(row.attempts - row.attempts_base, max_attempts, give_up_after_s, start, now)
+
+
+def give_up_after(
+    charged: int,
+    max_attempts: int,
+    give_up_after_s: float | None,
+    start: datetime | None,
+    now: datetime | None = None,
+) -> str | None:
+    """give_up_reason on figures: `charged` attempts spent of `max_attempts`, unfinished since
+    `start`."""
     if charged >= max_attempts:
         return f"gave up after {charged} of {max_attempts} attempts"
-    if give_up_after_s is None:
+    if give_up_after_s is None or start is None:
         return None
-    start = as_utc(started_at) or as_utc(row.created_at)
-    current = now or utcnow()
-    if start is not None and (current - start).total_seconds() >= give_up_after_s:
-        hours = give_up_after_s / 3600
-        return f"gave up after {hours:g} h unfinished ({charged} of {max_attempts} attempts used)"
+    current = now or ledger.utcnow()
+    if (current - start).total_seconds() >= give_up_after_s:
+        return (
+            f"gave up after {_span(give_up_after_s)} unfinished ({charged} of {max_attempts} attempts used)"
+        )
     return None
+
+
+def outage_collectors(client: Any, metrics_key: str, accounts: Iterable[tuple[str, str]]) -> list[Collector]:
+    """What the metrics exporter registers for outages: the breaker's state and transitions
+    per account, and the sweeper's last success (deploy/prometheus/alerts.yaml)."""
+    from worker.breaker import Breaker, BreakerCollector
+    from worker.sweep_health import SweepCollector
+
+    return [BreakerCollector(Breaker(client), accounts), SweepCollector(client, metrics_key)]
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"

@@ -13,7 +13,7 @@ from schemas.errors import clean_text
 from schemas.result import ResultError, ResultMessage, Ticket
 from schemas.table import TicketIssuance
 from worker.ledger import utcnow
-from worker.settings import get_settings
+from worker.settings import get_settings, is_sandbox_account
 
 log = logging.getLogger("ticketrelay.results")
 
@@ -21,7 +21,8 @@ _STREAM_NAME = re.compile(REPLY_TO_PATTERN)
 MAX_DEAD_REASON = 300
 
 
-def result_from_row(row: TicketIssuance) -> ResultMessage:
+def result_from_row(row: TicketIssuance, sandbox: bool | None = None) -> ResultMessage:
+    """`sandbox` None: as this process's accounts say of the row's account."""
     error = None
     if row.error_type is not None:
         error = ResultError(
@@ -43,6 +44,12 @@ def result_from_row(row: TicketIssuance) -> ResultMessage:
         error=error,
         metadata=row.message_metadata or {},
         completed_at=row.completed_at or utcnow(),
+        sandbox=is_sandbox_account(row.provider, row.account) if sandbox is None else sandbox,
+        # 0 only for a row from before revisions were kept that is not final yet
+        revision=max(int(getattr(row, "revision", 0) or 0), 1),
+        # 1.1 cancellations: what the row is (an issue, or a cancel of `cancels`).
+        operation=getattr(row, "operation", None) or "issue",
+        cancels=getattr(row, "cancels", None),
     )
 
 

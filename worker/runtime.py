@@ -6,12 +6,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
+import redis
+
 from schemas.table import TicketIssuance
 from worker import redis_clients
+from worker.breaker import Breaker, Policy
 from worker.db import get_engine
 from worker.issuing import ClientCache, Deps, MapFn, Step, in_turn
 from worker.ratelimit import RateLimiter
-from worker.settings import get_accounts, get_settings
+from worker.settings import Settings, get_accounts, get_settings
 
 
 @lru_cache(maxsize=1)
@@ -26,7 +29,19 @@ def deps() -> Deps:
         accounts=get_accounts(settings),
         clients=ClientCache(),
         limiter=RateLimiter(client),
+        breaker=_breaker(client, settings),
     )
+
+
+def _breaker(client: redis.Redis, s: Settings) -> Breaker | None:
+    if not s.breaker_enabled:
+        return None
+    policy = Policy(
+        failure_threshold=s.breaker_failure_threshold,
+        open_s=s.breaker_open_s,
+        max_open_s=s.breaker_max_open_s,
+    )
+    return Breaker(client, policy=policy)
 
 
 @lru_cache(maxsize=2)

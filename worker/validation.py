@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,10 +13,12 @@ from pydantic import ValidationError
 
 from schemas.envelope import (
     ACCOUNT_PATTERN,
+    CANCEL_OPTION_FIELDS,
     MAX_REPLY_TO,
     MESSAGE_ID_PATTERN,
     PROVIDERS,
     REPLY_TO_PATTERN,
+    CancelOptions,
     Envelope,
 )
 from schemas.errors import clean_text, describe
@@ -52,6 +55,8 @@ class Accepted:
             payload_sha256=self.payload_sha256,
             reply_to=self.reply_to,
             metadata=env.metadata,
+            operation=env.operation,
+            cancels=env.cancels,
         )
 
 
@@ -207,6 +212,8 @@ def validate_entry(
     missing = account.missing_credentials()
     if missing is not None:
         return reject("missing_credentials", missing)
+    if env.operation == "cancel":
+        return _validate_cancel(env, reply_to, reject)
     try:
         PAYLOAD_MODELS[env.provider].model_validate(env.payload)
     except ValidationError as exc:
@@ -221,4 +228,40 @@ def validate_entry(
         idempotency_key=idempotency_key(env.provider, env.account, env.message_id, 0),
         reply_to=reply_to,
         payload_sha256=payload_hash(env.payload),
+    )
+
+
+# --- 1.1 cancellations -------------------------------------------------------------------
+
+
+_OPTION_NAMES = frozenset(CancelOptions.model_fields)
+
+
+def _validate_cancel(
+    env: Envelope, reply_to: str, reject: Callable[[str, str], Rejected]
+) -> Accepted | Rejected:
+    """A cancel's optional payload holds only the options its provider takes. Whether the
+    cancelled booking exists is the worker's question (it may still be on its way in)."""
+    allowed = CANCEL_OPTION_FIELDS.get(env.provider, frozenset())
+    options = env.payload or {}
+    unknown = [key for key in options if key not in allowed]
+    if unknown:
+        takes = ", ".join(sorted(allowed)) or "no options"
+        # A producer's own key is named only when it is an option name (it may hold anything).
+        named = sorted({key if key in _OPTION_NAMES else "an unknown field" for key in unknown})
+        return reject(
+            "invalid_payload",
+            f"a {env.provider} cancel takes {takes} in payload; unexpected: {', '.join(named)}",
+        )
+    try:
+        CancelOptions.model_validate(options)
+    except ValidationError as exc:
+        reason = describe(exc, "payload", options, known=_OPTION_NAMES)
+        return reject("invalid_payload", f"cancel payload is invalid: {reason}")
+    return Accepted(
+        envelope=env,
+        idempotency_key=idempotency_key(env.provider, env.account, env.message_id, 0),
+        reply_to=reply_to,
+        # A resend is the same cancel only when it cancels the same booking with the same options.
+        payload_sha256=payload_hash({"cancels": env.cancels, "payload": env.payload}),
     )

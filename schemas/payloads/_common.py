@@ -1,4 +1,8 @@
-"""Small shared field types for the provider payload schemas."""
+"""Small shared field types for the provider payload schemas.
+
+A rule here is one a provider documents. Where a provider's docs are silent the schemas accept
+and the provider answers; the exceptions are ticketrelay's own bounds, named where they are set.
+"""
 
 import re
 from datetime import date, datetime
@@ -27,14 +31,28 @@ def _iso_datetime(value: str) -> str:
     return value
 
 
-def _iso_date_or_datetime(value: str) -> str:
+# ISO 8601 extended form, local time: a date, or a date with hh:mm, hh:mm:ss and maybe a fraction
+# of a second (.NET answers carry seven digits). No zone: e-guma's slots are the venue's time.
+LOCAL_DATE_OR_DATETIME = r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}([.,]\d+)?)?)?$"
+_LOCAL_HINT = "must be ISO 8601 local time without a zone, e.g. 2026-03-19T10:00:00 (a day slot: 2026-03-19)"
+_LOCAL = re.compile(LOCAL_DATE_OR_DATETIME)
+
+
+def _local_date_or_datetime(value: str) -> str:
+    # The pattern fixes the shape; the calendar and the clock are checked here (no 2026-02-30,
+    # no 25:00), with a message that says what is wanted instead of pydantic's pattern text.
+    if not _LOCAL.fullmatch(value):
+        raise ValueError(_LOCAL_HINT)
+    day, _, clock = value.partition("T")
     try:
-        if "T" in value:
-            datetime.fromisoformat(value.replace("Z", "+00:00"))
-        else:
-            date.fromisoformat(value)
+        date.fromisoformat(day)
+        if clock:
+            hh, mm, *rest = clock.replace(",", ".").split(":")
+            seconds = float(rest[0]) if rest else 0.0
+            if not (0 <= int(hh) <= 23 and 0 <= int(mm) <= 59 and 0 <= seconds < 60):
+                raise ValueError(_LOCAL_HINT)
     except ValueError:
-        raise ValueError("must be ISO 8601: a date (2026-03-19) or a date-time") from None
+        raise ValueError(_LOCAL_HINT) from None
     return value
 
 
@@ -50,11 +68,23 @@ def _iso_date(value: str) -> str:
 
 Email = Annotated[str, Field(max_length=320), AfterValidator(_email)]
 IsoDateTime = Annotated[str, AfterValidator(_iso_datetime)]
-IsoDateOrDateTime = Annotated[str, AfterValidator(_iso_date_or_datetime)]
+# The pattern is for the shipped JSON Schema (producers in other languages); the validator
+# judges, so that the error message explains the format.
+LocalDateOrDateTime = Annotated[
+    str,
+    Field(json_schema_extra={"pattern": LOCAL_DATE_OR_DATETIME}, description=_LOCAL_HINT),
+    AfterValidator(_local_date_or_datetime),
+]
 IsoDate = Annotated[str, AfterValidator(_iso_date)]
+# Length and count caps in these schemas (512 characters, 500 tickets, 100 items, quantities) are
+# ticketrelay's own bounds on one message, not a provider's rules.
 NonEmpty = Annotated[str, Field(min_length=1, max_length=512)]
-# Finite: "Infinity" and 1e999 parse as floats, but neither httpx nor PostgreSQL json takes them.
-Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# An optional text the docs set no rule on: an empty string (a blank form field) is the
+# provider's to judge.
+Text = Annotated[str, Field(max_length=512)]
+# The docs set no range on prices. Finite only: "Infinity" and 1e999 parse as floats, but
+# neither JSON, httpx nor PostgreSQL json can carry them.
+Money = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class PayloadModel(BaseModel):

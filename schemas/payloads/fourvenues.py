@@ -5,7 +5,7 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from schemas.payloads._common import Email, IsoDate, Money, NonEmpty, PayloadModel
+from schemas.payloads._common import Email, IsoDate, Money, NonEmpty, PayloadModel, Text
 
 
 class Supplement(PayloadModel):
@@ -20,18 +20,20 @@ class FourvenuesTicket(PayloadModel):
     fee: Money | None = None
     full_name: NonEmpty  # "Email and FullName are required for each ticket"
     email: Email
-    phone: NonEmpty | None = None
-    gender: NonEmpty | None = None
+    phone: Text | None = None
+    gender: Text | None = None
     birthday: IsoDate | None = None
-    address: NonEmpty | None = None
-    country_code: NonEmpty | None = None
-    postal_code: NonEmpty | None = None
-    personal_document_type: NonEmpty | None = None
-    personal_document_number: NonEmpty | None = None
+    address: Text | None = None
+    country_code: Text | None = None
+    postal_code: Text | None = None
+    personal_document_type: Text | None = None
+    personal_document_number: Text | None = None
     supplements: list[Supplement] | None = None
 
 
 class FourvenuesTicketsRequest(PayloadModel):
+    # "Number of tickets to create". Its relation to the tickets list is not documented, and the
+    # docs' own example sends quantity 2 with one ticket object: the provider decides.
     quantity: int = Field(ge=1, le=500)
     ticket_rate_id: NonEmpty
     sale_type: Literal["online"] | None = None
@@ -43,12 +45,10 @@ class FourvenuesTicketsRequest(PayloadModel):
     def _documented_rules(self) -> Self:
         if self.channel_id is not None and self.referral_id is not None:
             raise ValueError("channel_id and referral_id are mutually exclusive: pass one, not both")
-        if self.quantity != len(self.tickets):
-            raise ValueError(
-                f"quantity ({self.quantity}) must equal the number of tickets ({len(self.tickets)})"
-            )
         if len({t.price_id for t in self.tickets}) > 1:
             raise ValueError("all tickets must have the same price_id (one rate, one price)")
+        # Not a provider rule but ours: the qr_codes are how a repeated attempt finds the tickets
+        # of this booking, so two tickets may not share one.
         codes = [t.qr_code for t in self.tickets if t.qr_code is not None]
         if len(codes) != len(set(codes)):
             raise ValueError("qr_code values must be unique within a booking")

@@ -1,16 +1,21 @@
 """Fourvenues channels-service POST /tickets body
 (providers/source/fourvenues-channels-tickets.txt)."""
 
+import re
 from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
-from schemas.payloads._common import Email, IsoDate, Money, NonEmpty, PayloadModel
+from schemas.payloads._common import Email, IsoDate, Money, NonEmpty, PayloadModel, Text
+
+# The docs name ISO 3166-2 and show "ES" (an ISO 3166-1 alpha-2 code): both forms are taken,
+# "ES" and a subdivision such as "ES-MD".
+_COUNTRY = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
 
 
 def _country(value: str) -> str:
-    if len(value) != 2 or not value.isalpha() or not value.isupper():
-        raise ValueError("must be an ISO 3166 alpha-2 country code such as ES")
+    if not _COUNTRY.fullmatch(value):
+        raise ValueError("must be an ISO 3166 country code such as ES (or a subdivision such as ES-MD)")
     return value
 
 
@@ -19,7 +24,7 @@ CountryCode = Annotated[str, AfterValidator(_country)]
 
 class Warranty(PayloadModel):
     enabled: bool
-    hours: int | None = Field(None, ge=0)
+    hours: int | None = None
 
 
 class Answer(PayloadModel):
@@ -38,32 +43,31 @@ class ChannelTicket(PayloadModel):
     total_price: Money  # fees included
     fee: Money | None = None
     # full_name, phone, email: "may be required depending on the settings of the ticket rate"
-    full_name: NonEmpty | None = None
-    phone: NonEmpty | None = None
+    full_name: Text | None = None
+    phone: Text | None = None
     email: Email | None = None
     gender: Literal[0, 1, "0", "1"] | None = None  # 0 women, 1 men; the docs' example sends "0"
     birthday: IsoDate | None = None
-    address: NonEmpty | None = None
-    postal_code: NonEmpty | None = None
+    address: Text | None = None
+    postal_code: Text | None = None
     country_code: CountryCode | None = None
     personal_document_type: Literal["dni", "nie", "passport", "other"] | None = None
-    personal_document_number: NonEmpty | None = None
+    personal_document_number: Text | None = None
     warranty: Warranty | None = None
     answers: list[Answer] | None = None
     supplements: list[ChannelSupplement] | None = None
 
 
 class ChannelTicketsRequest(PayloadModel):
+    # "Quantity of tickets to create"; the docs set no relation to the tickets list.
     quantity: int = Field(ge=1, le=500)
     ticket_rate_id: NonEmpty
     tickets: list[ChannelTicket] = Field(min_length=1, max_length=500)
 
     @model_validator(mode="after")
     def _documented_rules(self) -> Self:
-        if self.quantity != len(self.tickets):
-            raise ValueError(
-                f"quantity ({self.quantity}) must equal the number of tickets ({len(self.tickets)})"
-            )
+        # Not a provider rule but ours: the qr_codes are how a repeated attempt finds the tickets
+        # of this booking, so two tickets may not share one.
         codes = [t.qr_code for t in self.tickets if t.qr_code is not None]
         if len(codes) != len(set(codes)):
             raise ValueError("qr_code values must be unique within a booking")

@@ -71,6 +71,7 @@ class System:
             **FAST_SETTINGS,
             "TICKETRELAY_REDIS_URL": redis_url,
             "TICKETRELAY_DATABASE_URL": self.database_url,
+            "TICKETRELAY_SANDBOX": "1",
             "TICKETRELAY_SANDBOX_URL": self.server.url,
             "TICKETRELAY_STATE_DIR": str(tmp / "state"),
             **(extra_env or {}),

@@ -31,6 +31,7 @@ def test_honcho_runs_the_procfile(tmp_path: Path, redis_url: str) -> None:
         {
             "TICKETRELAY_REDIS_URL": redis_url,
             "TICKETRELAY_DATABASE_URL": f"sqlite:///{tmp_path / 'relay.db'}",
+            "TICKETRELAY_SANDBOX": "1",  # no accounts file: the sandbox, chosen explicitly
             "TICKETRELAY_SANDBOX_URL": server.url,
             "TICKETRELAY_STATE_DIR": str(tmp_path / "state"),
             "TICKETRELAY_METRICS_PORT": str(metrics_port),

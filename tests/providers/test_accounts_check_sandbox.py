@@ -22,29 +22,35 @@ def server() -> Iterator[SandboxHTTPServer]:
 
 
 def accounts_file(tmp_path: Path, url: str, fourvenues_base: str) -> Path:
+    # Simulators over plain http: each account says it is a sandbox (real ones need https).
     path = tmp_path / "accounts.toml"
     path.write_text(
         f"""
 [remypass.default]
 base_url = "{url}/remypass/api/v1/public"
+sandbox = true
 api_key = "sandbox-key"
 
 [fourvenues.default]
 base_url = "{fourvenues_base}"
+sandbox = true
 api_key = "sandbox-key"
 
 [fourvenues.v1]
 base_url = "{url}/fourvenues"
+sandbox = true
 auth = "v1"
 integration_id = "sandbox-integration"
 secret = "sandbox-secret"
 
 [fourvenues_channels.default]
 base_url = "{url}/fourvenues-channels"
+sandbox = true
 api_key = "sandbox-key"
 
 [eguma.default]
 base_url = "{url}/eguma/v1"
+sandbox = true
 api_key = "sandbox-key"
 """
     )

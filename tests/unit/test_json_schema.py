@@ -33,9 +33,14 @@ def test_write_schemas_writes_every_shipped_file(tmp_path: Path) -> None:
 
 def test_envelope_schema_names_every_provider_payload() -> None:
     schema = json.loads((SCHEMAS / "envelope.schema.json").read_text())
-    providers = [b["if"]["properties"]["provider"]["const"] for b in schema["allOf"]]
+    branches = [b for b in schema["allOf"] if "provider" in b["if"]["properties"]]
+    providers = [b["if"]["properties"]["provider"]["const"] for b in branches]
     assert providers == ["remypass", "fourvenues", "fourvenues_channels", "eguma"]
-    assert set(schema["required"]) == {"message_id", "provider", "payload"}
+    # 1.1: payload is required for an issue only (a cancel may leave it out).
+    assert set(schema["required"]) == {"message_id", "provider"}
+    (cancel,) = [b for b in schema["allOf"] if "provider" not in b["if"]["properties"]]
+    assert cancel["if"]["properties"]["operation"] == {"const": "cancel"}
+    assert cancel["then"]["required"] == ["cancels"] and cancel["else"]["required"] == ["payload"]
     assert "bookingId" in schema["$defs"]["RemyPassBooking"]["required"]
 
 

@@ -13,15 +13,31 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import redis
+
 from worker import redis_clients
 from worker.devtools.demo import demo_envelopes
 from worker.devtools.embedded import redis_answers, start_for_url
 from worker.devtools.supervisor import Supervisor
 from worker.ops.migrate import upgrade
 from worker.producer import publish
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings, mask_url
 
 OPTIONAL = ("flower", "metrics")
+# The intake consumer of `ticketrelay dev` on this machine: a consumer of the group by another
+# name belongs to some other ticketrelay using the same Redis.
+DEV_CONSUMER_PREFIX = f"ticketrelay-dev-{socket.gethostname()}"
+
+
+def foreign_consumers(client: redis.Redis, s: Settings) -> list[str]:
+    """Consumers of the intake group that are not a `ticketrelay dev` of this machine (a past
+    run's stay registered: Redis keeps consumers until they are deleted)."""
+    try:
+        consumers: Any = client.xinfo_consumers(s.intake_stream, s.intake_group)
+    except redis.ResponseError:  # no stream, or no group yet: nobody consumes
+        return []
+    names = [c["name"].decode() if isinstance(c["name"], bytes) else str(c["name"]) for c in consumers]
+    return [n for n in names if not n.startswith(DEV_CONSUMER_PREFIX)]
 
 
 def _port_open(url: str) -> bool:
@@ -53,8 +69,23 @@ def _print_results(results: list[dict[str, Any]]) -> None:
         )
 
 
-def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0) -> int:
+def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0, join: bool = False) -> int:
     s = get_settings()
+    if s.accounts_file is None:
+        # Choosing dev without accounts is choosing the sandbox; the processes started below
+        # inherit the choice (without it they refuse to start).
+        os.environ["TICKETRELAY_SANDBOX"] = "1"
+    if not join and redis_answers(s.redis_url):
+        others = foreign_consumers(redis_clients.client("ops", s), s)
+        if others:
+            print(
+                f"ticketrelay dev: the intake group {s.intake_group} on {mask_url(s.redis_url)} already "
+                f"has {len(others)} consumer(s) that are not this dev's (e.g. {others[0]}): another "
+                "ticketrelay may be using this Redis; pass --join to join it anyway, or set "
+                "TICKETRELAY_REDIS_URL to another Redis",
+                file=sys.stderr,
+            )
+            return 2
     state = Path(".ticketrelay")
     sup = Supervisor(log_dir=state / "logs")
     embedded = None
@@ -68,10 +99,10 @@ def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         if redis_answers(s.redis_url):
-            print(f"redis     {s.redis_url} (already running, used as it is)")
+            print(f"redis     {mask_url(s.redis_url)} (already running, used as it is)")
         else:
             embedded = start_for_url(s.redis_url)
-            print(f"redis     {s.redis_url} (embedded valkey-server, nothing kept on disk)")
+            print(f"redis     {mask_url(s.redis_url)} (embedded valkey-server, nothing kept on disk)")
         if s.accounts_file is None:
             if not _port_open(s.sandbox_url):
                 sup.start(
@@ -92,9 +123,10 @@ def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0) -> int:
         else:
             print(f"providers real accounts from {s.accounts_file}")
         upgrade(s.database_url)
-        print(f"database  {s.database_url}")
+        print(f"database  {mask_url(s.database_url)}")
+        consumer = {"TICKETRELAY_CONSUMER_NAME": f"{DEV_CONSUMER_PREFIX}-{os.getpid()}"}
         for name in ("intake", "worker", "beat"):
-            sup.start(name, [name])
+            sup.start(name, [name], consumer if name == "intake" else None)
         print(f"processes intake, worker, beat (logs in {sup.log_dir}/)")
         flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"ops:{secrets.token_urlsafe(12)}"
         flower_port = os.environ.get("TICKETRELAY_FLOWER_PORT", "5555")

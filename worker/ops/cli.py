@@ -13,10 +13,10 @@ from typing import Any
 
 from worker import redis_clients
 from worker.logs import setup_logging
-from worker.ops import accounts_check, dead_letters, errors, webhooks_cli
+from worker.ops import accounts_check, bookings, dead_letters, errors, purge, webhooks_cli
 from worker.ops.reissue_cli import add_arguments as reissue_args
 from worker.redis_clients import Purpose
-from worker.settings import Settings, get_accounts, get_settings
+from worker.settings import AccountsError, Settings, get_accounts, get_settings, require_accounts_or_sandbox
 from worker.version import VERSION
 
 
@@ -49,15 +49,34 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _refuse(command: str, exc: AccountsError) -> int:
+    """One line on stderr, exit code 2: no accounts file and no TICKETRELAY_SANDBOX=1, or an
+    accounts file that does not load (the error names the key, never a value)."""
+    print(f"ticketrelay {command}: {exc}", file=sys.stderr)
+    return 2
+
+
 def cmd_intake(_args: argparse.Namespace) -> int:
-    from worker.app import enqueue_issue, enqueue_issue_many
+    from worker.app import enqueue_cancel, enqueue_issue, enqueue_issue_many
     from worker.db import get_engine
     from worker.intake import Intake
 
     setup_logging()
     settings = get_settings()
-    accounts = get_accounts(settings)
-    intake = Intake(_redis("intake"), get_engine(), settings, accounts, enqueue_issue, enqueue_issue_many)
+    try:
+        require_accounts_or_sandbox(settings)
+        accounts = get_accounts(settings)
+    except AccountsError as exc:
+        return _refuse("intake", exc)
+    intake = Intake(
+        _redis("intake"),
+        get_engine(),
+        settings,
+        accounts,
+        enqueue_issue,
+        enqueue_issue_many,
+        enqueue_cancel=enqueue_cancel,
+    )
     intake.run(_stop_on_signals())
     return 0
 
@@ -73,6 +92,10 @@ def _celery(argv: list[str], extra_env: dict[str, str] | None = None) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     s = get_settings()
+    try:
+        require_accounts_or_sandbox(s)
+    except AccountsError as exc:
+        return _refuse("worker", exc)
     # The pool and concurrency come from the app's configuration (worker.app): the thread pool
     # there is a subclass that can be shut down within a bound.
     queues = (
@@ -96,6 +119,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
+    try:
+        require_accounts_or_sandbox(get_settings())
+    except AccountsError as exc:
+        return _refuse("beat", exc)
     state = Path(os.environ.get("TICKETRELAY_STATE_DIR", ".ticketrelay"))
     state.mkdir(parents=True, exist_ok=True)
     return _celery(
@@ -223,7 +250,10 @@ def cmd_reissue(args: argparse.Namespace) -> int:
     from worker.ops.reissue_cli import run
 
     setup_logging("WARNING")
-    return run(args)
+    try:
+        return run(args)
+    except AccountsError as exc:  # re-driving against a fake is the same mistake as issuing
+        return _refuse("reissue", exc)
 
 
 def cmd_schema(_args: argparse.Namespace) -> int:
@@ -238,13 +268,13 @@ def cmd_schema(_args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from worker.devtools.dev import run_dev
 
-    return run_dev(demo=args.demo, exit_when_done=False)
+    return run_dev(demo=args.demo, exit_when_done=False, join=args.join)
 
 
-def cmd_demo(_args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from worker.devtools.dev import run_dev
 
-    return run_dev(demo=True, exit_when_done=True)
+    return run_dev(demo=True, exit_when_done=True, join=args.join)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,12 +323,17 @@ def build_parser() -> argparse.ArgumentParser:
     accounts_check.add_parser(sub)
     dead_letters.add_parser(sub)
     webhooks_cli.add_parser(sub)
+    purge.add_parser(sub)
+    bookings.add_parser(sub)  # show, list, resolve, retry
     sp = sub.add_parser("dev", help="everything on one machine, embedded defaults")
     sp.add_argument("--demo", action="store_true", help="publish sample bookings of every provider")
-    sp.set_defaults(fn=cmd_dev)
-    sub.add_parser("demo", help="run everything, issue sample bookings of every provider, stop").set_defaults(
-        fn=cmd_demo
+    sp.add_argument(
+        "--join", action="store_true", help="join a Redis whose intake group other consumers already use"
     )
+    sp.set_defaults(fn=cmd_dev)
+    sp = sub.add_parser("demo", help="run everything, issue sample bookings of every provider, stop")
+    sp.add_argument("--join", action="store_true", help="as for dev")
+    sp.set_defaults(fn=cmd_demo)
     return p
 
 

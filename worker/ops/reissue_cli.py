@@ -13,6 +13,7 @@ from typing import Any
 from worker.ops import errors
 from worker.ops.progress import ProgressReporter
 from worker.ops.reissue import ReissueRefused, Run, Selection
+from worker.ops.reissue.selection import PAYLOAD_GONE, PAYLOAD_GONE_REASON
 from worker.providers import PROVIDER_NAMES
 
 
@@ -113,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         r.unlock()
     print(json.dumps(report, indent=2, default=str))
+    gone = report.get("skipped", {}).get(PAYLOAD_GONE, 0)
+    if gone:
+        print(f"{gone} booking(s) not re-driven: {PAYLOAD_GONE_REASON}", file=sys.stderr)
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2, default=str))
     if not completed:
@@ -168,4 +172,7 @@ def _dry_run(r: Run, args: argparse.Namespace, accounts: dict[Any, Any]) -> int:
         else:
             what = "skipped (not final)"
         print(f"{n:>8}  {provider:<20} {status:<13} {what}")
+    gone = r.store.without_payload(r.selection) if counts and not args.new_generation else 0
+    if gone:
+        print(f"{gone:>8}  of these would be skipped: {PAYLOAD_GONE_REASON}")
     return 0

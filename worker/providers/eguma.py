@@ -35,6 +35,7 @@ from worker.providers.base import (
     Attempt,
     Outcome,
     error_detail,
+    failed,
     issued,
     json_or_none,
     needs_review,
@@ -147,6 +148,9 @@ class Eguma(Adapter):
 
     def classify(self, call: Call, response: httpx.Response, detail: str | None) -> Outcome:
         status = response.status_code
+        held = reservation_refusal(call, response, detail)
+        if held is not None:
+            return held
         if status == 422 or (status == 400 and detail and _KEY_REFUSAL.search(detail)):
             return needs_review(
                 "idempotency_mismatch",
@@ -325,3 +329,113 @@ class Eguma(Adapter):
 
 
 provider = Eguma()
+
+
+# --- reservations (issue 13, point 5) ----------------------------------------------------
+# A payload's `reservation_id` (a 60-minute hold from POST /ticketing/reservation.json) is sent
+# as is. Booking with a hold that expired, was used or was cancelled is refused; the status is
+# not documented (400, 404, 409, 410 or 422 are all plausible), so the refusal is known by its
+# words. Whatever the status, it is permanent: the hold will not come back.
+
+_RESERVATION_REFUSAL = re.compile(r"reservation", re.IGNORECASE)
+
+
+def reservation_refusal(call: Call, response: httpx.Response, detail: str | None) -> Outcome | None:
+    """A refusal of the payload's reservation_id, as a clear `failed`; None for any other."""
+    status = response.status_code
+    if not call.body.get("reservation_id") or not 400 <= status < 500 or status in (401, 403, 429):
+        return None
+    if not detail or not _RESERVATION_REFUSAL.search(detail):
+        return None
+    reason = scrub(detail, secrets=call.secrets)
+    return failed(
+        "reservation_refused",
+        f"{Eguma.label} refused the booking's reservation (HTTP {status}): {reason}. A hold lasts "
+        "60 minutes and serves one booking; reserve again and send a new message.",
+        http_status=status,
+    )
+
+
+# --- cancellations (1.1) -------------------------------------------------------------------
+# POST /ticketing/cancel-booking.json {booking_id} cancels every ticket of the booking. Only
+# the API key that created it may (any other: 404 not_found); refused once the slot started,
+# once a ticket was checked in, or when already cancelled. No Idempotency-Key: the endpoint
+# does not document one. After a cancel whose answer was lost the order is read first
+# (GET /ticketing/orders.json: status `cancelled`); a cancel repeated anyway is harmless, and
+# its "already cancelled" refusal confirms the earlier one.
+
+from worker.providers.cancel_pipeline import (  # noqa: E402
+    CancelAttempt,
+    CancelCall,
+    Canceller,
+    CancelOutcome,
+    Lookup,
+    cancel_failed,
+    cancel_review,
+)
+
+CANCEL_PATH = "ticketing/cancel-booking.json"
+_ALREADY_CANCELLED = re.compile(r"already[\s_-]+cancel", re.IGNORECASE)
+
+
+class EgumaCanceller(Canceller):
+    def targets(self, attempt: CancelAttempt) -> list[str] | CancelOutcome:
+        if not attempt.booking_reference:
+            return cancel_review(
+                "unknown_booking_id",
+                f"{self.label}: the booking's booking_id is not known, so it cannot be cancelled "
+                "here: cancel it at e-guma.",
+            )
+        return [attempt.booking_reference]
+
+    def lookup(self, call: CancelCall, target: str) -> Lookup | CancelOutcome:
+        payload = call.attempt.booking_payload or {}
+        found = payload.get("customer")
+        customer: dict[str, Any] = found if isinstance(found, dict) else {}
+        params = {"last_name": str(customer.get("last_name") or "")}
+        created = call.attempt.booking_created_at
+        if created is not None:
+            if created.tzinfo is None:
+                created = created.replace(tzinfo=UTC)
+            params["updated_at_after"] = _eguma_time(created - ZONE_SLACK)
+        answer = self.adapter.request(
+            call.client, call.account, "GET", ORDERS_PATH, label=f"{self.label} orders lookup", params=params
+        )
+        # Unconfirmed is no reason to stop here: cancelling again is harmless (see above).
+        if isinstance(answer, Outcome) or not answer.is_success:
+            return Lookup(void=False)
+        for order in _orders(json_or_none(answer)) or []:
+            if str(order.get("id")) == target:
+                return Lookup(void=order.get("status") == "cancelled", found=order)
+        return Lookup(void=False)
+
+    def void_request(
+        self, call: CancelCall, target: str, found: dict[str, Any] | None
+    ) -> tuple[str, str, dict[str, Any]] | CancelOutcome:
+        return "POST", CANCEL_PATH, {"json": {"booking_id": target}}
+
+    def is_already_void(self, response: httpx.Response, detail: str | None) -> bool:
+        return 400 <= response.status_code < 500 and bool(detail and _ALREADY_CANCELLED.search(detail))
+
+    def refusal(self, call: CancelCall, response: httpx.Response, detail: str | None) -> CancelOutcome:
+        status = response.status_code
+        reason = scrub(detail, secrets=call.secrets) or "no details"
+        if status == 404:
+            return cancel_failed(
+                "not_found",
+                f"{self.label} does not know this booking for this API key (HTTP 404: {reason}); "
+                "only the key that created a booking may cancel it.",
+                http_status=status,
+            )
+        if status in (400, 409, 422):
+            # Not in progress, not a key problem: e-guma's refusals of a cancel (started,
+            # checked in) are final, whatever status they come with.
+            return cancel_failed(
+                "cancel_refused",
+                f"{self.label} refused to cancel the booking (HTTP {status}): {reason}",
+                http_status=status,
+            )
+        return super().refusal(call, response, detail)
+
+
+canceller = EgumaCanceller(provider)

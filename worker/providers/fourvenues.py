@@ -373,3 +373,98 @@ class Fourvenues(FourvenuesAdapter):
 
 
 provider = Fourvenues()
+
+
+# --- cancellations (1.1) ---------------------------------------------------------------------
+# The Integrations API documents no void: `POST /integrations/tickets/refund/{id}` {amount} is
+# the only call, so a cancel refunds each ticket (the cancel's `amount`, else what the ticket
+# shows as paid) and says so in its result. Each ticket is read first
+# (`GET /integrations/tickets/{id}`: `refunded`, `total_paid`, `status`): that gives the amount,
+# and a ticket already refunded that much (an earlier refund whose answer was lost) is not
+# refunded again.
+
+from schemas.result import ResultError  # noqa: E402
+from worker.providers.cancel_pipeline import (  # noqa: E402
+    CancelAttempt,
+    CancelCall,
+    Canceller,
+    CancelOutcome,
+    Lookup,
+    cancel_failed,
+    cancel_review,
+    from_outcome,
+)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+class FourvenuesCanceller(Canceller):
+    def must_look_up(self, attempt: CancelAttempt) -> bool:
+        return True  # the refund needs the ticket's amount, and the read proves a lost refund
+
+    def _target_amount(self, call: CancelCall, ticket: dict[str, Any]) -> float | None:
+        wanted = _number(call.attempt.options.get("amount"))
+        return wanted if wanted is not None else _number(ticket.get("total_paid"))
+
+    def lookup(self, call: CancelCall, target: str) -> Lookup | CancelOutcome:
+        answer = self.adapter.request(
+            call.client,
+            call.account,
+            "GET",
+            f"tickets/{quote(target, safe='')}",
+            label=f"{self.label} lookup",
+        )
+        if isinstance(answer, Outcome):
+            return from_outcome(answer, lookup=True)
+        body = json_or_none(answer)
+        data = body.get("data") if isinstance(body, dict) else None
+        if answer.is_success and isinstance(data, dict):
+            refunded = _number(data.get("refunded")) or 0.0
+            amount = self._target_amount(call, data)
+            void = data.get("status") == "cancelled" or (
+                amount is not None and amount > 0 and refunded + 1e-9 >= amount
+            )
+            return Lookup(void=void, found=data)
+        if answer.is_success:
+            return cancel_review(
+                "unconfirmed",
+                f"{self.label} lookup answered HTTP {answer.status_code} without a ticket: "
+                "whether it was refunded cannot be confirmed, so it is not refunded: check at "
+                "Fourvenues.",
+                http_status=answer.status_code,
+            )
+        return self.lookup_refused(call, answer)
+
+    def void_request(
+        self, call: CancelCall, target: str, found: dict[str, Any] | None
+    ) -> tuple[str, str, dict[str, Any]] | CancelOutcome:
+        ticket = found or {}
+        amount = self._target_amount(call, ticket)
+        left = (amount or 0.0) - (_number(ticket.get("refunded")) or 0.0)
+        if amount is None or left <= 0:
+            return cancel_failed(
+                "nothing_to_refund",
+                f"{self.label} documents no void, only a refund, and this ticket shows nothing "
+                "paid to refund: give `amount` in the cancel's payload, or cancel it at Fourvenues.",
+            )
+        return "POST", f"tickets/refund/{quote(target, safe='')}", {"json": {"amount": left}}
+
+    def note(self, attempt: CancelAttempt) -> ResultError | None:
+        amount = attempt.options.get("amount")
+        what = f"{amount:g} each" if isinstance(amount, int | float) else "what each ticket shows as paid"
+        return ResultError(
+            type="refunded_not_voided",
+            message=(
+                f"{self.label} documents no void: each ticket was refunded ({what}) with POST "
+                "/integrations/tickets/refund/{id}. Whether a refunded ticket still opens the door "
+                "is not documented: check at Fourvenues if it must not."
+            ),
+            retryable=False,
+        )
+
+
+canceller = FourvenuesCanceller(provider)

@@ -202,3 +202,79 @@ class FourvenuesChannels(FourvenuesAdapter):
 
 
 provider = FourvenuesChannels()
+
+
+# --- cancellations (1.1) ---------------------------------------------------------------------
+# `PUT /tickets/{id}/refund` {amount} voids a ticket on its first call (and records the refund).
+# The amount is the cancel's `amount`, else the ticket's total_price as the booking sent it.
+# After a void whose answer was lost, the ticket is looked for in `GET /tickets` (its filters
+# are not documented, so the list is searched for the ticket's id): `voided` confirms it; a
+# ticket not shown cannot be confirmed either way -> needs_review, never a second call.
+
+from worker.providers.cancel_pipeline import (  # noqa: E402
+    CancelCall,
+    Canceller,
+    CancelOutcome,
+    Lookup,
+    cancel_failed,
+    cancel_review,
+    from_outcome,
+)
+
+
+def _price(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+class ChannelsCanceller(Canceller):
+    adapter: FourvenuesChannels
+
+    def lookup(self, call: CancelCall, target: str) -> Lookup | CancelOutcome:
+        code = next((t.code for t in call.attempt.tickets if t.ticket_id == target and t.code), None)
+        params = {LOOKUP_FILTER: code} if code else {}
+        listed = self.adapter._list(call.client, call.account, params, call.secrets)
+        if isinstance(listed, Unsettled):
+            return from_outcome(listed.outcome, lookup=True)
+        for ticket in listed:
+            if ticket.get("_id") == target:
+                return Lookup(void=ticket.get("status") == "voided", found=ticket)
+        return cancel_review(
+            "unconfirmed",
+            f"{self.label}: an earlier refund (void) of this ticket may have gone through and "
+            "GET /tickets does not show the ticket (its filters are not documented), so it is "
+            "not called again: check at Fourvenues.",
+        )
+
+    def _amount(self, call: CancelCall, target: str) -> float | None:
+        wanted = _price(call.attempt.options.get("amount"))
+        if wanted is not None:
+            return wanted
+        payload = call.attempt.booking_payload or {}
+        sent = [t for t in payload.get("tickets") or [] if isinstance(t, dict)]
+        index = next((i for i, t in enumerate(call.attempt.tickets) if t.ticket_id == target), None)
+        if not sent or index is None:
+            return None
+        # Tickets beyond the objects sent reuse the last object's data.
+        return _price(sent[min(index, len(sent) - 1)].get("total_price"))
+
+    def void_request(
+        self, call: CancelCall, target: str, found: dict[str, Any] | None
+    ) -> tuple[str, str, dict[str, Any]] | CancelOutcome:
+        amount = self._amount(call, target)
+        if found is not None:  # the listing shows the real total and what was refunded
+            total, refunded = _price(found.get("total_price")), _price(found.get("refunded")) or 0.0
+            if call.attempt.options.get("amount") is None and total is not None:
+                amount = total - refunded
+        if amount is None or amount <= 0:
+            return cancel_failed(
+                "nothing_to_refund",
+                f"{self.label} voids a ticket with its first refund, which needs an amount above "
+                "0, and this ticket's price is not known or is 0: give `amount` in the cancel's "
+                "payload, or void it at Fourvenues.",
+            )
+        return "PUT", f"{PATH}/{target}/refund", {"json": {"amount": amount}}
+
+
+canceller = ChannelsCanceller(provider)

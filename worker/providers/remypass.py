@@ -142,3 +142,53 @@ class RemyPass(Adapter):
 
 
 provider = RemyPass()
+
+
+# --- cancellations (1.1) ---------------------------------------------------------------------
+# POST /passes/{id}/revoke voids a pass for good. After a void whose answer was lost the pass
+# is read first (GET /passes/{id}: status `void`), so a pass is revoked once.
+
+from worker.providers.cancel_pipeline import (  # noqa: E402
+    CancelCall,
+    Canceller,
+    CancelOutcome,
+    Lookup,
+    cancel_review,
+    from_outcome,
+)
+
+
+class RemyPassCanceller(Canceller):
+    def lookup(self, call: CancelCall, target: str) -> Lookup | CancelOutcome:
+        answer = self.adapter.request(
+            call.client, call.account, "GET", f"passes/{target}", label=f"{self.label} lookup"
+        )
+        if isinstance(answer, Outcome):
+            return from_outcome(answer, lookup=True)
+        body = json_or_none(answer)
+        data = body.get("data") if isinstance(body, dict) else None
+        if answer.is_success and isinstance(data, dict) and _str(data.get("status")):
+            return Lookup(void=data.get("status") == "void", found=data)
+        if answer.status_code == 404 and isinstance(body, dict):
+            return cancel_review(
+                "pass_not_found",
+                f"{self.label}: the booking's pass is not found (HTTP 404) while an earlier "
+                "revoke may have gone through: check at RemyPass.",
+                http_status=404,
+            )
+        if answer.is_success:
+            return cancel_review(
+                "unconfirmed",
+                f"{self.label} lookup answered HTTP {answer.status_code} without a pass status; "
+                "whether the earlier revoke went through cannot be confirmed: check at RemyPass.",
+                http_status=answer.status_code,
+            )
+        return self.lookup_refused(call, answer)
+
+    def void_request(
+        self, call: CancelCall, target: str, found: dict[str, Any] | None
+    ) -> tuple[str, str, dict[str, Any]] | CancelOutcome:
+        return "POST", f"passes/{target}/revoke", {}
+
+
+canceller = RemyPassCanceller(provider)

@@ -21,6 +21,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from worker import redis_clients
 from worker.db import make_engine
 from worker.ops.metrics.collector import TicketrelayCollector, cache_seconds
+from worker.outage import outage_collectors
 from worker.settings import AccountsError, Settings, get_accounts, get_settings
 
 
@@ -77,6 +78,8 @@ class MetricsServer:
             cache_s=cache_seconds(settings) if cache_s is None else cache_s,
         )
         self.registry.register(self.collector)
+        for extra in outage_collectors(self.client, settings.metrics_key, accounts.keys()):
+            self.registry.register(extra)
         host = settings.metrics_host if host is None else host
         port = settings.metrics_port if port is None else port
         server_class: type[ThreadingWSGIServer] = _Server

@@ -18,7 +18,13 @@ from schemas.statuses import Status
 from schemas.table import TicketIssuance
 from worker import ledger
 from worker.ops.reissue.report import Progress, build_report, progress
-from worker.ops.reissue.selection import REDRIVABLE, ReissueRefused, Selection, new_generation_refusal
+from worker.ops.reissue.selection import (
+    PAYLOAD_GONE,
+    REDRIVABLE,
+    ReissueRefused,
+    Selection,
+    new_generation_refusal,
+)
 from worker.ops.reissue.store import RunStore
 from worker.settings import AccountConfig, Settings
 from worker.validation import Accepted, validate_entry
@@ -131,6 +137,10 @@ class Run:
             return "skipped_issued"
         if row.status not in REDRIVABLE:
             return f"skipped_{row.status}"
+        if row.payload is None:
+            # Dropped by retention (payload_retention_days) or erased on request: there is
+            # nothing to send; the provider would answer an empty request with an error.
+            return PAYLOAD_GONE
         if not self.store.requeue(row):
             return "skipped_changed"
         self.enqueue(row.idempotency_key)
@@ -184,6 +194,11 @@ class Run:
             return "skipped_different_payload"
         if row.reissue_run == self.run_id:
             return "skipped_already_in_run"
+        if row.payload is None and row.status != Status.REJECTED:
+            # Its payload was dropped by retention: the export brings the same one back.
+            payload = ok.booking().payload or {}
+            ledger.restore_payload(self.engine, row.idempotency_key, payload, ok.payload_sha256)
+            row = ledger.get(self.engine, ok.idempotency_key) or row
         outcome = self.drive(row)
         if outcome == "redriven":
             self.fed += 1

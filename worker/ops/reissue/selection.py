@@ -12,6 +12,13 @@ from schemas.table import TicketIssuance
 from worker import ledger
 
 REDRIVABLE = frozenset({Status.FAILED, Status.NEEDS_REVIEW})
+# A row whose payload retention dropped (or a deletion request erased) cannot be issued again.
+PAYLOAD_GONE = "skipped_payload_removed"
+PAYLOAD_GONE_REASON = (
+    "the payload was removed (TICKETRELAY_PAYLOAD_RETENTION_DAYS after the booking ended, or by "
+    "`ticketrelay purge`): there is nothing to send; re-import the booking from its source "
+    "(`ticketrelay reissue --file`) to issue it again"
+)
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 
 
@@ -97,5 +104,7 @@ def new_generation_refusal(row: TicketIssuance) -> str | None:
                 "same codes again"
             )
     if row.payload is None:
-        return "the message was rejected: there is no valid payload to issue"
+        if row.status == Status.REJECTED:
+            return "the message was rejected: there is no valid payload to issue"
+        return PAYLOAD_GONE_REASON
     return None

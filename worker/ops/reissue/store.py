@@ -73,6 +73,10 @@ class RunStore:
         """What the selection matches now and this run has not driven yet: (provider, status)."""
         return ledger.count_matching(self.engine, selection.row_filter(self.run_id))
 
+    def without_payload(self, selection: Selection) -> int:
+        """How many of the selected rows lost their payload (retention): they are skipped."""
+        return ledger.count_without_payload(self.engine, selection.row_filter(self.run_id))
+
     def next_batch(self, selection: Selection, after_id: int, n: int) -> list[TicketIssuance]:
         return ledger.matching_after(self.engine, selection.row_filter(self.run_id), after_id, n)
 
