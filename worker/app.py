@@ -72,6 +72,8 @@ def make_app(settings: Settings | None = None) -> Celery:
     app = Celery("ticketrelay", include=["tasks"])
     app.conf.update(
         broker_url=s.redis_url,
+        # rediss://: verify the server against TICKETRELAY_REDIS_TLS_CA_FILE (or the system CAs).
+        broker_use_ssl=redis_clients.celery_broker_ssl(s),
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         broker_transport_options={

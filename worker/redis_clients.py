@@ -13,6 +13,7 @@ Purposes differ only where they must:
 
 from __future__ import annotations
 
+import ssl
 from typing import Any, Literal
 
 import redis
@@ -56,7 +57,34 @@ def client(purpose: Purpose, settings: Settings | None = None) -> redis.Redis:
 
 
 def for_url(url: str, purpose: Purpose, settings: Settings | None = None) -> redis.Redis:
-    return redis.Redis.from_url(url, **client_options(purpose, settings))
+    return redis.Redis.from_url(url, **client_options(purpose, settings), **tls_options(url, settings))
+
+
+def uses_tls(url: str) -> bool:
+    return url.lower().startswith("rediss://")
+
+
+def tls_options(url: str, settings: Settings | None = None) -> dict[str, Any]:
+    """For a rediss:// URL: verify the server's certificate and host name, against
+    TICKETRELAY_REDIS_TLS_CA_FILE when set (a private CA), else the system's CAs."""
+    if not uses_tls(url):
+        return {}
+    ca_file = (settings or get_settings()).redis_tls_ca_file
+    options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    if ca_file is not None:
+        options["ssl_ca_certs"] = str(ca_file)
+    return options
+
+
+def celery_broker_ssl(settings: Settings | None = None) -> dict[str, Any] | None:
+    """Celery's broker_use_ssl for a rediss:// broker (kombu's names), None for redis://."""
+    s = settings or get_settings()
+    if not uses_tls(s.redis_url):
+        return None
+    options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_check_hostname": True}
+    if s.redis_tls_ca_file is not None:
+        options["ssl_ca_certs"] = str(s.redis_tls_ca_file)
+    return options
 
 
 def celery_transport_options() -> dict[str, Any]:
@@ -73,7 +101,11 @@ def answers(url: str, timeout_s: float = 0.5) -> bool:
     """Whether a Redis answers PING at `url` within `timeout_s` (a probe, not a client: used
     while waiting for a server to come up, hence its own short timeout)."""
     probe = redis.Redis.from_url(
-        url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+        url,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        **tls_options(url),
     )
     try:
         return bool(probe.ping())

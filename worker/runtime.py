@@ -9,6 +9,7 @@ from functools import lru_cache
 import redis
 
 from schemas.table import TicketIssuance
+from worker import redis_clients
 from worker.breaker import Breaker, Policy
 from worker.db import get_engine
 from worker.issuing import ClientCache, Deps, MapFn, Step, in_turn
@@ -19,9 +20,8 @@ from worker.settings import Settings, get_accounts, get_settings
 @lru_cache(maxsize=1)
 def deps() -> Deps:
     settings = get_settings()
-    client = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=15, socket_connect_timeout=5, health_check_interval=10
-    )
+    # Timeouts and, for rediss://, the TLS options of every worker client.
+    client = redis_clients.client("worker", settings)
     return Deps(
         engine=get_engine(),
         redis=client,

@@ -162,6 +162,11 @@ class Settings(BaseSettings):
     # with no further use) and caps the dead stream it writes. 0 turns it off.
     intake_trim_interval_s: float = Field(default=10.0, ge=0)
 
+    # TLS to Redis (`rediss://` URLs, docs/security.md): the CA file that signed the server's
+    # certificate, for a private CA; unset: the system's CAs. The certificate and the host name
+    # are verified either way. Used by every Redis client (worker.redis_clients) and by Celery.
+    redis_tls_ca_file: Path | None = None
+
     # Signed HTTP callbacks (worker/webhooks, docs/webhooks.md). Hosts are comma-separated
     # names ("*.example.com" takes subdomains); a callback goes only to an allowed host, over
     # https unless the host is also in callback_http_hosts (e.g. 127.0.0.1 for a local test).

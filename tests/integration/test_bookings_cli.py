@@ -251,3 +251,18 @@ def test_the_commands_are_registered_in_the_cli() -> None:
     for argv in (["show", "K"], ["list"], ["resolve", "K", "--failed", "--reason", "x"], ["retry", "K"]):
         args = parser.parse_args(argv)
         assert args.bookings_fn.__name__ == f"cmd_{argv[0]}"
+
+
+def test_a_bulk_redrive_of_the_same_key_is_the_next_revision(sim: Sim) -> None:
+    """Re-issuance without --new-generation re-drives the same key: its next final result is
+    revision 2, and its time limit counts from the re-drive (redriven_at)."""
+    key = needs_review(sim, "eguma", "cli-reissue")
+    sim.clock.t += 2 * 86400  # older than the 24 h time limit by now
+    assert ledger.requeue_for_run(sim.deps.engine, key, Status.NEEDS_REVIEW.value, "run-1")
+    sim.at(sim.clock.t, key)
+    settle(sim, key)
+    row = ledger.get(sim.deps.engine, key)
+    assert row is not None and row.status == Status.ISSUED and row.revision == 2
+    assert creations_of(sim, "eguma", row) == [1]
+    view = consumer_view(sim.deps.redis, row.reply_to, {key})
+    assert view[key]["revision"] == 2 and view_state(view[key]) == true_state(sim.deps.engine, key)

@@ -85,6 +85,8 @@ class Sim:
     def run_until(self, t_end: float, stop: Any = None) -> None:
         """Play events and sweeps in time order up to `t_end` (or until `stop()` is true)."""
         interval = self.deps.settings.sweep_interval_s
+        # A test that moved the clock forward by days: one sweep now, not one per 15 s missed.
+        self.next_sweep = max(self.next_sweep, self.clock.t)
         while True:
             t_event = self.events[0][0] if self.events else float("inf")
             t_next = min(t_event, self.next_sweep)
@@ -283,8 +285,8 @@ def test_an_account_may_set_its_own_give_up_after_s(tmp_path: Any) -> None:
 
     path = tmp_path / "accounts.toml"
     path.write_text(
-        '[eguma.default]\nbase_url = "http://x"\napi_key = "k"\n'
-        '[eguma.slow]\nbase_url = "http://x"\napi_key = "k"\ngive_up_after_s = 3600\n'
+        '[eguma.default]\nbase_url = "https://x.example"\napi_key = "k"\n'
+        '[eguma.slow]\nbase_url = "https://x.example"\napi_key = "k"\ngive_up_after_s = 3600\n'
     )
     accounts = load_accounts(path, Settings(default_give_up_after_s=7200))
     assert accounts[("eguma", "default")].give_up_after_s == 7200

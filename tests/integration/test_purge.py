@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -87,11 +88,15 @@ class World:
         dead_letter(client, S.dead_stream, {"message": other_raw}, "dup", "1-4", S.intake_stream)
         dead_letter(client, S.dead_stream, {"message": '{"message_id": "m-gone-2"}'}, "bad", "1-5", "s")
         with engine.begin() as conn:
-            conn.execute(
-                text("CREATE TABLE ticket_attempts (id INTEGER PRIMARY KEY, idempotency_key VARCHAR(36))")
-            )
             for i, k in enumerate([self.key, self.key, self.other]):
-                conn.execute(text("INSERT INTO ticket_attempts VALUES (:i, :k)"), {"i": i, "k": k})
+                conn.execute(
+                    text(
+                        "INSERT INTO ticket_attempts (id, idempotency_key, attempt, started_at, recorded_at,"
+                        " worker, outcome, in_doubt, probe)"
+                        " VALUES (:i, :k, 1, :t, :t, 'w', 'issued', false, false)"
+                    ),
+                    {"i": i, "k": k, "t": datetime.now(UTC)},
+                )
 
     def outbox_keys(self) -> list[str]:
         with self.engine.connect() as conn:

@@ -6,7 +6,7 @@ a row without its payload refused clearly by the bulk re-issuance."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -121,19 +121,21 @@ def test_row_deletion_takes_the_attempt_history_when_that_table_exists(
     old = final_row(engine, "m-old")
     kept = accept_booking(engine, "eguma", "m-active")
     s = make_settings(row_retention_days=1)
-    # Without a ticket_attempts table (today): deletion works all the same.
     first = final_row(engine, "m-first")
     assert retention.run_retention(engine, redis_client, s, now=later(2)).rows_deleted == 2
     assert ledger.get(engine, first) is None and ledger.get(engine, old) is None
 
-    with engine.begin() as conn:
-        conn.execute(
-            text("CREATE TABLE ticket_attempts (id INTEGER PRIMARY KEY, idempotency_key VARCHAR(36))")
-        )
     again = final_row(engine, "m-again")
     with engine.begin() as conn:
-        for i, key in enumerate([again, again, kept]):
-            conn.execute(text("INSERT INTO ticket_attempts VALUES (:i, :k)"), {"i": i, "k": key})
+        for i, k in enumerate([again, again, kept]):
+            conn.execute(
+                text(
+                    "INSERT INTO ticket_attempts (id, idempotency_key, attempt, started_at, recorded_at,"
+                    " worker, outcome, in_doubt, probe)"
+                    " VALUES (:i, :k, 1, :t, :t, 'w', 'issued', false, false)"
+                ),
+                {"i": i, "k": k, "t": datetime.now(UTC)},
+            )
     report = retention.run_retention(engine, redis_client, s, now=later(2))
     assert (report.rows_deleted, report.attempts_deleted) == (1, 2)
     with engine.connect() as conn:

@@ -103,10 +103,11 @@ class Stores:
 def _default_stores() -> Stores:
     from worker.app import enqueue_issue
     from worker.db import get_engine
+    from worker.redis_clients import client as redis_client
     from worker.settings import get_accounts, get_settings
 
     settings = get_settings()
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    client = redis_client("ops", settings)
     return Stores(get_engine(), client, settings, get_accounts(settings), enqueue_issue)
 
 

@@ -130,18 +130,67 @@ def cmd_beat(args: argparse.Namespace) -> int:
     )
 
 
+# Passwords guessed first (lower case, digits and punctuation around them ignored), and the
+# marks of an example file's placeholder anywhere in a password.
+_GUESSED_PASSWORDS = frozenset({"password", "passwort", "admin", "secret", "flower", "celery", "qwerty"})
+_PLACEHOLDER_MARKS = ("changeme", "change-me", "change_me", "placeholder")
+FLOWER_MIN_PASSWORD = 16
+# A real OAuth setup: the provider's handler class, the e-mails it lets in, and the client.
+# FLOWER_AUTH_PROVIDER alone lets everybody in (Flower checks e-mails only when FLOWER_AUTH is set).
+_FLOWER_OAUTH = ("FLOWER_AUTH_PROVIDER", "FLOWER_AUTH", "FLOWER_OAUTH2_KEY", "FLOWER_OAUTH2_SECRET")
+
+
+def _flower_options(env: dict[str, str], argv: list[str]) -> dict[str, str]:
+    """Flower's options as it will read them: FLOWER_<NAME> variables, then --name=value
+    arguments (Flower takes both spellings, - and _)."""
+    found = {k: v for k, v in env.items() if k.startswith("FLOWER_")}
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        if arg.startswith("--") and sep:
+            found["FLOWER_" + name[2:].upper().replace("-", "_")] = value
+    return found
+
+
+def flower_auth_problem(options: dict[str, str]) -> str | None:
+    """Why Flower must not start with these options (one line, never a password), or None."""
+    basic = options.get("FLOWER_BASIC_AUTH", "").strip()
+    if basic:
+        for credential in basic.split(","):
+            user, sep, password = credential.partition(":")
+            if not sep or not user or not password:
+                return "FLOWER_BASIC_AUTH must be user:password (several: user1:pw1,user2:pw2)"
+            if len(password) < FLOWER_MIN_PASSWORD:
+                return (
+                    f"the FLOWER_BASIC_AUTH password of {user} is shorter than "
+                    f"{FLOWER_MIN_PASSWORD} characters"
+                )
+            lowered = password.lower()
+            core = lowered.strip("0123456789-_.!#")
+            if (
+                lowered == user.lower()
+                or core in _GUESSED_PASSWORDS
+                or any(mark in lowered for mark in _PLACEHOLDER_MARKS)
+            ):
+                return f"the FLOWER_BASIC_AUTH password of {user} is a placeholder or guessable"
+        return None
+    if any(options.get(name) for name in _FLOWER_OAUTH):
+        missing = [name for name in _FLOWER_OAUTH if not options.get(name)]
+        if missing:
+            return f"OAuth needs {', '.join(_FLOWER_OAUTH)} (missing: {', '.join(missing)})"
+        return None
+    return "set FLOWER_BASIC_AUTH=user:password, or OAuth (" + ", ".join(_FLOWER_OAUTH) + ")"
+
+
 def cmd_flower(args: argparse.Namespace) -> int:
-    # Flower's UI and API can revoke tasks and shut workers down: never open by accident.
-    has_auth = os.environ.get("FLOWER_BASIC_AUTH") or os.environ.get("FLOWER_AUTH_PROVIDER")
-    open_on_purpose = os.environ.get("TICKETRELAY_FLOWER_NO_AUTH", "").lower() in ("1", "true", "yes")
-    if not has_auth and not open_on_purpose:
-        print(
-            "ticketrelay flower: set FLOWER_BASIC_AUTH=user:password (or FLOWER_AUTH_PROVIDER), "
-            "or TICKETRELAY_FLOWER_NO_AUTH=1 to run it open on purpose",
-            file=sys.stderr,
-        )
+    # Flower's UI and API can revoke tasks and shut workers down: never open by accident,
+    # never behind a placeholder password, read-only unless FLOWER_READ_ONLY says otherwise.
+    options = _flower_options(dict(os.environ), args.celery_args)
+    problem = flower_auth_problem(options)
+    if problem is not None:
+        print(f"ticketrelay flower: {problem}", file=sys.stderr)
         return 2
-    return _celery(["flower", *args.celery_args])
+    extra = {} if "FLOWER_READ_ONLY" in options else {"FLOWER_READ_ONLY": "true"}
+    return _celery(["flower", *args.celery_args], extra)
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:

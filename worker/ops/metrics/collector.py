@@ -78,6 +78,7 @@ class Snapshot:
     sql: SqlSnapshot | None
     redis: Depths | None
     events: dict[str, float] = field(default_factory=dict)
+    memory: tuple[int, int] | None = None  # Redis INFO memory: (used_memory, maxmemory)
 
 
 class TicketrelayCollector(Collector):
@@ -130,7 +131,20 @@ class TicketrelayCollector(Collector):
         except Exception as exc:
             log.warning("metrics: redis unreadable: %s", type(exc).__name__, extra={"event": "metrics_redis"})
             depths, events = None, {}
-        return Snapshot(sql=sql, redis=depths, events=events)
+        memory = self.read_memory() if depths is not None else None
+        return Snapshot(sql=sql, redis=depths, events=events, memory=memory)
+
+    def read_memory(self) -> tuple[int, int] | None:
+        """Redis's used memory and its limit, or None where INFO is refused (a managed Redis
+        may not allow it): the queue and stream metrics do not depend on it."""
+        try:
+            info: Any = self.client.info("memory")
+            return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        except (redis.ResponseError, ValueError, TypeError) as exc:
+            log.warning(
+                "metrics: redis INFO memory refused: %s", type(exc).__name__, extra={"event": "metrics_redis"}
+            )
+            return None
 
     def read_events(self) -> dict[str, float]:
         events: dict[str, float] = {}
@@ -184,6 +198,8 @@ class TicketrelayCollector(Collector):
         if snap.redis is not None:
             yield from self._redis_metrics(snap.redis)
             yield from self._event_metrics(snap.events)
+        if snap.memory is not None:
+            yield from self._memory_metrics(*snap.memory)
 
     def _sql_metrics(self, sql: SqlSnapshot) -> Iterator[Metric]:
         bookings = GaugeMetricFamily(
@@ -269,6 +285,19 @@ class TicketrelayCollector(Collector):
             "ticketrelay_dead_letter_stream_length",
             "Entries in the dead-letter stream (XLEN).",
             value=r.dead_length,
+        )
+
+    def _memory_metrics(self, used: int, limit: int) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "ticketrelay_redis_memory_used_bytes",
+            "Memory Redis uses (INFO memory used_memory). At ticketrelay_redis_memory_max_bytes "
+            "Redis refuses writes (noeviction): no booking can be published.",
+            value=used,
+        )
+        yield GaugeMetricFamily(
+            "ticketrelay_redis_memory_max_bytes",
+            "Redis's memory limit (INFO memory maxmemory); 0 when it has none.",
+            value=limit,
         )
 
     def _event_metrics(self, events: dict[str, float]) -> Iterator[Metric]:
