@@ -92,7 +92,9 @@ def test_lost_answer_with_codes_ignored_is_never_sent_again(client: httpx.Client
     assert sandbox.ground_truth()["fourvenues"]["routes"]["POST /integrations/tickets/"] == 1
 
 
-def test_lost_answer_is_found_in_the_events_listing(client: httpx.Client, sandbox: Sandbox) -> None:
+def test_a_purchase_found_in_the_events_listing_is_named_for_review_not_taken(
+    client: httpx.Client, sandbox: Sandbox
+) -> None:
     # An earlier booking of the same rate: its answer shows the event and that codes are ignored.
     assert fourvenues.issue(client, make_attempt("fourvenues", n=7)).kind is OutcomeKind.ISSUED
     sandbox.set_faults("fourvenues", fail_next=[{"kind": "drop_after_create"}])
@@ -100,10 +102,11 @@ def test_lost_answer_is_found_in_the_events_listing(client: httpx.Client, sandbo
     lost = fourvenues.issue(client, attempt)
     assert lost.kind is OutcomeKind.RETRY and lost.may_have_created
     outcome = fourvenues.issue(client, next_attempt(attempt, True))
-    assert outcome.kind is OutcomeKind.ISSUED and outcome.reconciled
-    assert len(outcome.tickets) == 2
-    assert set(t.code for t in outcome.tickets) <= set(issued_codes(sandbox))
-    assert sandbox.ground_truth()["fourvenues"]["tickets"] == 3
+    # Names and emails cannot tell this booking from the same customer's other purchase: the
+    # match is named for an operator, never reported as this booking's tickets.
+    assert outcome.kind is OutcomeKind.NEEDS_REVIEW and outcome.error is not None
+    assert "payment" in outcome.error.message and outcome.tickets == []
+    assert sandbox.ground_truth()["fourvenues"]["tickets"] == 3  # nothing sent again
 
 
 def test_codes_kept_lost_answer_is_found_by_code(client: httpx.Client, sandbox: Sandbox) -> None:
@@ -237,6 +240,11 @@ def test_every_reading_of_the_docs_reports_only_issued_codes_and_never_issues_tw
     truth = sandbox.ground_truth()["fourvenues"]
     assert truth["tickets"] == 4  # two bookings of two tickets: nothing issued twice
     assert truth["routes"]["POST /integrations/tickets/"] == 2
-    # The clean booking taught the rate's event: the lost one is found by code or in its listing.
-    assert lost.kind is OutcomeKind.ISSUED and lost.reconciled, lost.error
-    assert len(lost.tickets) == 2
+    # Where sent codes are kept the lost booking is found by code; where they are not, a match
+    # in the event's listing is only named for review.
+    if sent_qr_code == "becomes_code":
+        assert lost.kind is OutcomeKind.ISSUED and lost.reconciled, lost.error
+        assert len(lost.tickets) == 2
+    else:
+        assert lost.kind is OutcomeKind.NEEDS_REVIEW, lost
+        assert lost.tickets == []

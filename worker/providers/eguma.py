@@ -118,8 +118,10 @@ class Eguma(Adapter):
         return "POST", PATH, {"headers": {"Idempotency-Key": call.attempt.idempotency_key}, "json": call.body}
 
     def must_reconcile(self, attempt: Attempt) -> bool:
-        # Within 72 h the key's replay settles any doubt; after that only the orders can.
-        return key_may_have_expired(attempt)
+        # Within 72 h the key's replay settles any doubt; after that only the orders can. With
+        # nothing in doubt no booking of ours exists, so a send is the first booking: matching
+        # the orders then could only take the same customer's other order for this one.
+        return attempt.in_doubt and key_may_have_expired(attempt)
 
     def parse_created(self, call: Call, response: httpx.Response, detail: str | None) -> Outcome:
         body = json_or_none(response)

@@ -29,9 +29,9 @@ from worker.providers.base import (
     OutcomeKind,
     classify_response,
     error_detail,
-    issued,
     join_url,
     json_or_none,
+    needs_review,
     retry,
 )
 from worker.providers.fourvenues_common import (
@@ -246,8 +246,11 @@ class Fourvenues(FourvenuesAdapter):
         """After a lost answer, when the codes we sent prove nothing: the purchase in the
         event's listing (the event of this rate, known from an earlier answer), created in the
         window of our attempts, whose tickets carry exactly our tickets' names and emails.
-        Found once -> ISSUED (reconciled); not found or ambiguous -> None (never proof of
-        absence: the matching rests on fields the docs do not promise to keep)."""
+        Found once -> NEEDS_REVIEW naming the purchase: names and emails cannot tell this
+        booking from the same customer's other purchase of that rate in the same window, so a
+        match is evidence for an operator, never proof (reporting it as issued handed a
+        returning customer's earlier tickets to this booking). Not found or ambiguous -> None
+        (never proof of absence either)."""
         rate = call.body.get("ticket_rate_id")
         event_id = self._rate_events.get((call.account.base_url, rate)) if isinstance(rate, str) else None
         if event_id is None:
@@ -268,7 +271,14 @@ class Fourvenues(FourvenuesAdapter):
         if len(matches) != 1:
             return None
         [group] = matches
-        return issued([self.normalise(t) for t in group], self.reference(group), reconciled=True)
+        return needs_review(
+            "unconfirmed",
+            f"{self.label}: an earlier attempt may have created this booking and the codes sent "
+            "are not kept by this account, so they cannot be looked up; the event's listing holds "
+            f"one purchase of these people in the window of our attempts (payment "
+            f"{self.reference(group) or 'unknown'}), which may be this booking or another of the "
+            "same customer. Not re-sent: settle at Fourvenues.",
+        )
 
     # --- lookups -------------------------------------------------------------------------------
 
