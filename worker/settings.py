@@ -250,6 +250,10 @@ class AccountConfig(BaseModel):
     backoff_cap_s: float = 300.0
     # A simulator, not the provider: plain http is allowed and every result says "sandbox": true.
     sandbox: bool = False
+    # Fourvenues: whether this account keeps the qr_codes we send as the tickets' codes (the docs
+    # do not say). Unset: learned from the account's own answers; true lets a lost answer be
+    # settled by code from the first booking on (docs/providers.md).
+    qr_codes_kept: bool | None = None
     give_up_after_s: float | None = Field(86400.0, gt=0)  # docs/outages.md
 
     # Signed HTTP callbacks (worker/webhooks): results of this account are also POSTed here.

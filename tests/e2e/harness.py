@@ -149,6 +149,15 @@ def running_system(
         system.stop()
 
 
+def codes_kept(system: System) -> None:
+    """The Fourvenues readings under which a lost answer can be settled: sent qr_codes become
+    the tickets' codes, and the channels listing applies its qr_code filter. Tests of the
+    pipeline's recovery use them; the worst-case defaults (where such bookings end
+    needs_review) are the conformance suite's and the chaos test's (docs/providers.md)."""
+    system.sandbox.set_switches("fourvenues", sent_qr_code="becomes_code")
+    system.sandbox.set_switches("fourvenues_channels", list_filters="applied")
+
+
 def clean_faults(system: System) -> Iterator[None]:
     """For an autouse fixture: every test starts and ends with a sandbox without faults."""
     system.sandbox.set_faults("*")

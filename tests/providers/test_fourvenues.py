@@ -248,3 +248,25 @@ def test_every_reading_of_the_docs_reports_only_issued_codes_and_never_issues_tw
     else:
         assert lost.kind is OutcomeKind.NEEDS_REVIEW, lost
         assert lost.tickets == []
+
+
+@pytest.mark.parametrize("kept", [True, None])
+def test_an_account_that_declares_its_codes_kept_may_send_again_after_a_timeout(
+    client: httpx.Client, sandbox: Sandbox, kept: bool | None
+) -> None:
+    # A fresh worker has seen no answer of this account yet: only the accounts file's
+    # `qr_codes_kept = true` makes "not found by code" mean absent, so the booking whose first
+    # request timed out before Fourvenues processed it is sent again; otherwise it waits.
+    sandbox.set_switches("fourvenues", sent_qr_code="becomes_code")
+    sandbox.set_faults("fourvenues", fail_next=[{"kind": "timeout"}], timeout_sleep_s=0)
+    attempt = make_attempt("fourvenues", tickets=2, acct=account("fourvenues", qr_codes_kept=kept))
+    lost = fourvenues.issue(client, attempt)
+    assert lost.kind is OutcomeKind.RETRY and lost.may_have_created
+    outcome = fourvenues.issue(client, next_attempt(attempt, True))
+    truth = sandbox.ground_truth()["fourvenues"]
+    if kept:
+        assert outcome.kind is OutcomeKind.ISSUED, outcome.error
+        assert truth["tickets"] == 2
+    else:
+        assert outcome.kind in (OutcomeKind.RETRY, OutcomeKind.NEEDS_REVIEW), outcome
+        assert truth["tickets"] == 0
