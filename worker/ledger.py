@@ -614,11 +614,29 @@ def matching_after(engine: Engine, f: RowFilter, after_id: int, limit: int) -> l
 def requeue_for_run(engine: Engine, key: str, from_status: str, run_id: str) -> bool:
     """A final row (failed, needs_review) back to queued for a re-issuance run, keeping its
     idempotency key. Compare-and-set on the status read: False when the row moved meanwhile.
-    attempts_base remembers the attempts made so far, so the drive gets a full budget."""
+    attempts_base remembers the attempts made so far, so the drive gets a full budget.
+    A booking its producer has cancelled is never re-driven: it would be issued after the
+    cancel was answered."""
+    cancel = T.alias("cancel")
+    cancelled_by_producer = (
+        select(cancel.c.id)
+        .where(
+            cancel.c.operation == "cancel",
+            cancel.c.cancels == C.message_id,
+            cancel.c.provider == C.provider,
+            cancel.c.account == C.account,
+        )
+        .exists()
+    )
     with writing(engine) as conn:
         changed = conn.execute(
             update(T)
-            .where(C.idempotency_key == key, C.status == from_status)
+            .where(
+                C.idempotency_key == key,
+                C.status == from_status,
+                C.cancel_key.is_(None),
+                ~cancelled_by_producer,
+            )
             .values(
                 status=Status.QUEUED.value,
                 reissue_run=run_id,

@@ -371,3 +371,17 @@ def test_fourvenues_channels_refusal_is_failed_with_the_reason(h: Harness) -> No
 
     assert "exceeds" in (h.row(cancel).error_message or "")
     assert h.row(booking).status == Status.ISSUED
+
+
+def test_a_failed_booking_its_producer_cancelled_is_never_redriven_by_a_reissue(h: Harness) -> None:
+    h.sandbox.set_faults("remypass", fail_next=[{"status": 400}])
+    booking = h.book("remypass", "BK-3")
+    other = h.book("remypass", "BK-4")
+    assert h.work(booking) == Status.FAILED
+    h.sandbox.set_faults("remypass", fail_next=[{"status": 400}])
+    assert h.work(other) == Status.FAILED
+    assert h.work(h.cancel("remypass", "C-3", "BK-3")) == Status.CANCELLED
+    # The nightly re-issuance re-drives failed rows: never the one whose booking was cancelled.
+    assert not ledger.requeue_for_run(h.deps.engine, booking, Status.FAILED.value, "run-1")
+    assert h.row(booking).status == Status.FAILED
+    assert ledger.requeue_for_run(h.deps.engine, other, Status.FAILED.value, "run-1")
