@@ -150,6 +150,7 @@ def test_probes_follow_the_heartbeats(system: System) -> None:
 
     wait_for(lambda: probe("worker", 10).returncode == 0, 30, "the worker heartbeat")
     wait_for(lambda: probe("intake", 10).returncode == 0, 30, "the intake heartbeat")
+    wait_for(lambda: probe("beat", 10).returncode == 0, 30, "the beat heartbeat")
     assert probe("nonexistent", 10).returncode == 1
     # A probe costs a stat and a date, not a Python start-up.
     t0 = os.times()

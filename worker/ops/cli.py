@@ -126,7 +126,17 @@ def cmd_beat(args: argparse.Namespace) -> int:
     state = Path(os.environ.get("TICKETRELAY_STATE_DIR", ".ticketrelay"))
     state.mkdir(parents=True, exist_ok=True)
     return _celery(
-        ["beat", "--loglevel", "INFO", "-s", str(state / "celerybeat-schedule"), *args.celery_args]
+        [
+            "beat",
+            "--loglevel",
+            "INFO",
+            "-s",
+            str(state / "celerybeat-schedule"),
+            # The default scheduler plus a heartbeat file for the liveness probe.
+            "-S",
+            "worker.beat_scheduler:HeartbeatScheduler",
+            *args.celery_args,
+        ]
     )
 
 
