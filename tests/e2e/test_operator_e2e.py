@@ -1,7 +1,8 @@
 """The operator commands against a running system (intake, worker, beat as real processes;
 `./ticketrelay` as an operator runs it): list and show a needs_review booking, settle one by
 hand, re-drive another, and check from a consumer's side (the results stream, highest revision
-per key) that the corrections reached it."""
+per key) that the corrections reached it; and the dead letters: list, show, replay a corrected
+copy, purge."""
 
 from __future__ import annotations
 
@@ -121,3 +122,31 @@ def test_list_show_resolve_and_retry_reach_the_consumer(system: System, tmp_path
         check=False,
     )
     assert down.returncode == 3 and len(down.stderr.strip().splitlines()) == 1, down.stderr
+
+
+@pytest.mark.timeout(300)
+def test_dead_letters_are_listed_shown_replayed_corrected_and_purged(system: System, tmp_path: Path) -> None:
+    bad = envelope("eguma", "op-dead-1")
+    bad["provider"] = "no-such-provider"  # dead-lettered, with its customer's data inside
+    system.publish(bad)
+    wait_for(lambda: system.results_for("op-dead-1"), 60, "the rejected result")
+    proc = cli(system, "dead", "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    [entry] = [e for e in json.loads(proc.stdout) if e["replayed"] == 0 and "provider" in e["reason"]]
+    proc = cli(system, "dead", "show", entry["id"])
+    assert proc.returncode == 0, proc.stderr
+    assert CUSTOMER_EMAIL not in proc.stdout + proc.stderr  # the payload's shape, never its values
+    # A corrected copy with a new message_id goes through intake like any booking.
+    fixed = tmp_path / "fixed.json"
+    fixed.write_text(json.dumps(envelope("eguma", "op-dead-1-fixed")))
+    proc = cli(system, "dead", "replay", entry["id"], "--corrected", str(fixed))
+    assert proc.returncode == 0, proc.stderr
+    wait_for(
+        lambda: [r for r in system.results_for("op-dead-1-fixed") if r["status"] == "issued"], 60, "issued"
+    )
+    # Replayed once: a second replay needs --force; then purge removes the entry.
+    assert cli(system, "dead", "replay", entry["id"], "--corrected", str(fixed)).returncode == 1
+    assert cli(system, "dead", "purge", entry["id"]).returncode == 0
+    proc = cli(system, "dead", "list", "--json")
+    assert entry["id"] not in {e["id"] for e in json.loads(proc.stdout)}
+    assert cli(system, "dead", "show", entry["id"]).returncode == 1  # gone: not found
