@@ -1040,19 +1040,9 @@ def resolve(
         if row.status not in allowed:
             states = " or ".join(allowed)
             raise Refused(f"{key} is {row.status}; --{target.value} settles only a booking that is {states}")
-        done = (
-            conn.execute(
-                update(T)
-                .where(C.idempotency_key == key, C.status == row.status)
-                .values(values)
-                .returning(*T.c)
-            )
-            .mappings()
-            .first()
-        )
-        if done is None:  # pragma: no cover - moved between the read and the write
-            raise Refused(f"{key} changed meanwhile; look again")
-        conn.execute(
+        done = _operator_step(
+            conn,
+            update(T).where(C.idempotency_key == key, C.status == row.status).values(values),
             _operator_attempt(
                 key,
                 row.attempts,
@@ -1062,9 +1052,19 @@ def resolve(
                 message=note,
                 error_type=None if issued else "resolved_failed",
                 in_doubt=bool(row.in_doubt),
-            )
+            ),
         )
     return as_row(done)
+
+
+def _operator_step(conn: Connection, change: Any, note: Any) -> Any:
+    """An operator's compare-and-set on one row and its attempt-history entry, in one
+    transaction; Refused when the row moved between the read and the write."""
+    done = conn.execute(change.returning(*T.c)).mappings().first()
+    if done is None:  # pragma: no cover - moved between the read and the write
+        raise Refused("the booking changed meanwhile; look again")
+    conn.execute(note)
+    return done
 
 
 REDRIVABLE_BY_OPERATOR = (
@@ -1090,29 +1090,21 @@ def redrive(engine: Engine, key: str, *, by: str, reason: str = "") -> TicketIss
                 Status.IN_PROGRESS.value: "a worker is calling the provider for it right now",
             }.get(row.status, f"it is {row.status}")
             raise Refused(f"{key}: not retried: {why}")
-        done = (
-            conn.execute(
-                update(T)
-                .where(C.idempotency_key == key, C.status == row.status, C.attempts == row.attempts)
-                .values(
-                    status=Status.QUEUED.value,
-                    attempts_base=C.attempts,
-                    redriven_at=now,
-                    next_attempt_at=None,
-                    completed_at=None,
-                    callback_sent_at=None,
-                    lease_owner=None,
-                    lease_until=None,
-                    updated_at=now,
-                )
-                .returning(*T.c)
-            )
-            .mappings()
-            .first()
-        )
-        if done is None:  # pragma: no cover - moved between the read and the write
-            raise Refused(f"{key} changed meanwhile; look again")
-        conn.execute(
+        done = _operator_step(
+            conn,
+            update(T)
+            .where(C.idempotency_key == key, C.status == row.status, C.attempts == row.attempts)
+            .values(
+                status=Status.QUEUED.value,
+                attempts_base=C.attempts,
+                redriven_at=now,
+                next_attempt_at=None,
+                completed_at=None,
+                callback_sent_at=None,
+                lease_owner=None,
+                lease_until=None,
+                updated_at=now,
+            ),
             _operator_attempt(
                 key,
                 row.attempts,
@@ -1121,7 +1113,7 @@ def redrive(engine: Engine, key: str, *, by: str, reason: str = "") -> TicketIss
                 now,
                 message=reason[:1024] or None,
                 in_doubt=bool(row.in_doubt),
-            )
+            ),
         )
     return as_row(done)
 
