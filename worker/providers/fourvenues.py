@@ -404,12 +404,7 @@ from worker.providers.cancel_pipeline import (  # noqa: E402
     cancel_review,
     from_outcome,
 )
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+from worker.providers.fourvenues_common import json_amount  # noqa: E402
 
 
 class FourvenuesCanceller(Canceller):
@@ -417,8 +412,8 @@ class FourvenuesCanceller(Canceller):
         return True  # the refund needs the ticket's amount, and the read proves a lost refund
 
     def _target_amount(self, call: CancelCall, ticket: dict[str, Any]) -> float | None:
-        wanted = _number(call.attempt.options.get("amount"))
-        return wanted if wanted is not None else _number(ticket.get("total_paid"))
+        wanted = json_amount(call.attempt.options.get("amount"))
+        return wanted if wanted is not None else json_amount(ticket.get("total_paid"))
 
     def lookup(self, call: CancelCall, target: str) -> Lookup | CancelOutcome:
         answer = self.adapter.request(
@@ -433,7 +428,7 @@ class FourvenuesCanceller(Canceller):
         body = json_or_none(answer)
         data = body.get("data") if isinstance(body, dict) else None
         if answer.is_success and isinstance(data, dict):
-            refunded = _number(data.get("refunded")) or 0.0
+            refunded = json_amount(data.get("refunded")) or 0.0
             amount = self._target_amount(call, data)
             void = data.get("status") == "cancelled" or (
                 amount is not None and amount > 0 and refunded + 1e-9 >= amount
@@ -454,7 +449,7 @@ class FourvenuesCanceller(Canceller):
     ) -> tuple[str, str, dict[str, Any]] | CancelOutcome:
         ticket = found or {}
         amount = self._target_amount(call, ticket)
-        left = (amount or 0.0) - (_number(ticket.get("refunded")) or 0.0)
+        left = (amount or 0.0) - (json_amount(ticket.get("refunded")) or 0.0)
         if amount is None or left <= 0:
             return cancel_failed(
                 "nothing_to_refund",

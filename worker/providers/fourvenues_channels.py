@@ -220,12 +220,7 @@ from worker.providers.cancel_pipeline import (  # noqa: E402
     cancel_review,
     from_outcome,
 )
-
-
-def _price(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+from worker.providers.fourvenues_common import json_amount  # noqa: E402
 
 
 class ChannelsCanceller(Canceller):
@@ -248,7 +243,7 @@ class ChannelsCanceller(Canceller):
         )
 
     def _amount(self, call: CancelCall, target: str) -> float | None:
-        wanted = _price(call.attempt.options.get("amount"))
+        wanted = json_amount(call.attempt.options.get("amount"))
         if wanted is not None:
             return wanted
         payload = call.attempt.booking_payload or {}
@@ -257,14 +252,14 @@ class ChannelsCanceller(Canceller):
         if not sent or index is None:
             return None
         # Tickets beyond the objects sent reuse the last object's data.
-        return _price(sent[min(index, len(sent) - 1)].get("total_price"))
+        return json_amount(sent[min(index, len(sent) - 1)].get("total_price"))
 
     def void_request(
         self, call: CancelCall, target: str, found: dict[str, Any] | None
     ) -> tuple[str, str, dict[str, Any]] | CancelOutcome:
         amount = self._amount(call, target)
         if found is not None:  # the listing shows the real total and what was refunded
-            total, refunded = _price(found.get("total_price")), _price(found.get("refunded")) or 0.0
+            total, refunded = json_amount(found.get("total_price")), json_amount(found.get("refunded")) or 0.0
             if call.attempt.options.get("amount") is None and total is not None:
                 amount = total - refunded
         if amount is None or amount <= 0:

@@ -68,6 +68,14 @@ class Unsettled:
 LookupResult = Found | Absent | Unsettled
 
 
+def json_amount(value: object) -> float | None:
+    """A JSON number as a float (a refund amount, a price); None for anything else, booleans
+    included."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
 def text(value: object) -> str | None:
     if isinstance(value, str) and value:
         return value
