@@ -302,6 +302,8 @@ def _claim_and_call(
         # A row from before first_attempt_at was recorded: its creation is an earlier bound.
         first_attempt_at=ledger.as_utc(row.first_attempt_at or row.created_at) if row.attempts else None,
         qr_codes=new_codes if new_codes is not None else row.qr_codes,
+        # One indexed read, only for a key in doubt (rare): the history outlives the last error.
+        answered_5xx=in_doubt and row.attempts > 0 and ledger.answered_5xx(deps.engine, key),
     )
     permit.wait_for_slot()  # a paced (bulk) permit: its slot, now that the row is ours
     called_at = ledger.utcnow()

@@ -926,6 +926,16 @@ class Refused(Exception):
     """An operator's change that the row's state does not allow; the message says why."""
 
 
+def answered_5xx(engine: Engine, key: str) -> bool:
+    """Did any call of this key get a 5xx answer (its create or a lookup)? Read from the attempt
+    history, so it holds through later attempts that ended otherwise (a lookup timing out)."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(AC.id).where(AC.idempotency_key == key, AC.http_status >= 500).limit(1)
+        ).first()
+    return found is not None
+
+
 def attempts_of(engine: Engine, key: str) -> list[dict[str, Any]]:
     """The attempt history of a key, oldest first."""
     with engine.connect() as conn:

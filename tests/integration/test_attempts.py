@@ -48,6 +48,29 @@ def test_each_recorded_call_is_one_history_row(engine: Engine) -> None:
     assert first["duration_ms"] == 12.5 and history[1]["error_type"] is None and not history[1]["in_doubt"]
 
 
+def test_a_5xx_answer_stays_known_through_later_attempts(engine: Engine) -> None:
+    """e-guma reads its orders before any send after a 5xx: the fact must outlive the row's last
+    error (here a lookup that timed out, with no HTTP status)."""
+    key = accept_booking(engine, "eguma", "att-5xx")
+    assert not ledger.answered_5xx(engine, key)
+    row = ledger.get(engine, key)
+    assert row is not None and ledger.claim(engine, row, "t1", lease_s=30)
+    rate_limited = ResultError(type="rate_limited", message="slow down", http_status=429)
+    assert ledger.record_retry(engine, key, "t1", rate_limited, in_doubt=False, delay_s=0, note=note(1))
+    assert not ledger.answered_5xx(engine, key)  # a 429 is no server error
+    row = ledger.get(engine, key)
+    assert row is not None and ledger.claim(engine, row, "t2", lease_s=30)
+    assert ledger.record_retry(engine, key, "t2", ERR, in_doubt=True, delay_s=0, note=note(2))
+    row = ledger.get(engine, key)
+    assert row is not None and ledger.claim(engine, row, "t3", lease_s=30)
+    timeout = ResultError(type="timeout", message="read timeout", http_status=None)
+    assert ledger.record_retry(engine, key, "t3", timeout, in_doubt=True, delay_s=0, note=note(3))
+    after = ledger.get(engine, key)
+    assert after is not None and after.http_status is None  # the row's last error forgot it
+    assert ledger.answered_5xx(engine, key)
+    assert not ledger.answered_5xx(engine, accept_booking(engine, "eguma", "att-other"))
+
+
 def test_history_and_step_are_one_transaction(engine: Engine) -> None:
     """When the history row cannot be written, the step is not recorded either (and the other
     way round: a call whose lease was lost is still in the history, as lease_lost)."""

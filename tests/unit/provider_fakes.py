@@ -99,6 +99,7 @@ def attempt(
     first_attempt_at: datetime | None = None,
     qr_codes: list[str | None] | None = None,
     now: datetime | None = None,
+    answered_5xx: bool = False,
 ) -> Attempt:
     return Attempt(
         idempotency_key=key or str(uuid.uuid4()),
@@ -109,6 +110,7 @@ def attempt(
         first_attempt_at=first_attempt_at,
         qr_codes=qr_codes,
         now=now,
+        answered_5xx=answered_5xx,
     )
 
 

@@ -44,7 +44,7 @@ def orders(*found: dict[str, Any]) -> httpx.Response:
     return httpx.Response(200, json=list(found))
 
 
-def aged(hours: float, *, in_doubt: bool = True, number: int = 2) -> Any:
+def aged(hours: float, *, in_doubt: bool = True, number: int = 2, answered_5xx: bool = False) -> Any:
     return attempt(
         "eguma",
         eguma_payload(),
@@ -53,6 +53,7 @@ def aged(hours: float, *, in_doubt: bool = True, number: int = 2) -> Any:
         key="7f2d9e4b-1c33-4fab-8a42-abcdef123456",
         first_attempt_at=NOW - timedelta(hours=hours),
         now=NOW,
+        answered_5xx=answered_5xx,
     )
 
 
@@ -192,3 +193,53 @@ def test_503_is_in_doubt() -> None:
     with fake.client() as client:
         outcome = eguma.issue(client, aged(0, in_doubt=False, number=1))
     assert outcome.kind is OutcomeKind.RETRY and outcome.may_have_created
+
+
+# --- after a 5xx answer, within the key's 72 h ---------------------------------------------
+# Whether e-guma stores a failed answer or frees the key is not documented: a freed key would
+# book again, so the orders are read before any send.
+
+
+def recent(**changes: Any) -> dict[str, Any]:
+    """An order made a minute after our first attempt."""
+    made = (NOW - timedelta(minutes=4)).strftime("%Y-%m-%dT%H:%M:%S")
+    return order(created_at=made, updated_at=made, **changes)
+
+
+def test_after_a_5xx_no_matching_order_sends_again_with_the_same_key() -> None:
+    other = recent(customer={"last_name": "Roe", "email": "someone.else@example.com"})  # not ours
+    fake = FakeProvider().on("POST", BOOK, BOOKED).on("GET", ORDERS, orders(other))
+    with fake.client() as client:
+        outcome = eguma.issue(client, aged(5 / 60, answered_5xx=True))
+    assert outcome.kind is OutcomeKind.ISSUED
+    assert [r.url.path for r in fake.requests] == [ORDERS, BOOK]
+    assert fake.requests[1].headers["idempotency-key"] == "7f2d9e4b-1c33-4fab-8a42-abcdef123456"
+
+
+def test_after_a_5xx_a_matching_order_is_needs_review_naming_it_and_never_a_send() -> None:
+    fake = FakeProvider().on("POST", BOOK, BOOKED).on("GET", ORDERS, orders(recent()))
+    with fake.client() as client:
+        outcome = eguma.issue(client, aged(5 / 60, answered_5xx=True))
+    assert outcome.kind is OutcomeKind.NEEDS_REVIEW and not outcome.tickets
+    assert outcome.error is not None and outcome.error.type == "failed_after_commit"
+    assert "T10015" in outcome.error.message and "Roe" not in outcome.error.message
+    assert fake.calls("POST") == []
+
+
+def test_after_a_5xx_an_unreadable_listing_is_retried_and_nothing_is_sent() -> None:
+    fake = FakeProvider().on("POST", BOOK, BOOKED).on("GET", ORDERS, httpx.Response(503, text="busy"))
+    with fake.client() as client:
+        outcome = eguma.issue(client, aged(5 / 60, answered_5xx=True))
+    assert outcome.kind is OutcomeKind.RETRY and outcome.may_have_created  # the doubt is kept
+    assert outcome.error is not None and "5xx" in outcome.error.message
+    assert fake.calls("POST") == []
+
+
+def test_a_lost_answer_without_a_5xx_trusts_the_key_replay_within_72_hours() -> None:
+    """A dropped answer leaves the first answer stored: the key's replay is the proof, and the
+    listing (which cannot tell our order from the customer's other one) is not read."""
+    fake = FakeProvider().on("POST", BOOK, BOOKED).on("GET", ORDERS, orders(recent()))
+    with fake.client() as client:
+        outcome = eguma.issue(client, aged(5 / 60))
+    assert outcome.kind is OutcomeKind.ISSUED
+    assert [r.url.path for r in fake.requests] == [BOOK]

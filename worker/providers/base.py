@@ -52,6 +52,10 @@ class Attempt:
     # qr_code sent for ticket i when the producer gave none (None where the producer did).
     # None for rows that were already in flight before codes were stored.
     qr_codes: Sequence[str | None] | None = None
+    # True when an earlier call of this key got a 5xx answer (from the attempt history; only
+    # looked up for a key in doubt). e-guma needs it: a provider that frees an Idempotency-Key
+    # on a failed answer would book again on the retry.
+    answered_5xx: bool = False
     # The clock of this attempt (tests move it); None: the real clock.
     now: datetime | None = None
 

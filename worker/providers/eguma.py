@@ -4,7 +4,11 @@ The `Idempotency-Key` header makes a repeated attempt safe: the same key with th
 replays the original answer. But e-guma keeps a key only 72 hours after its first request
 completed; after that the same key would create a second booking. So a row whose first call
 is older than KEY_SAFE_AGE (72 h less a margin for clocks and the first request's duration)
-is reconciled through `GET /ticketing/orders.json` before any new send:
+is reconciled through `GET /ticketing/orders.json` before any new send. So is any key in doubt
+after a 5xx answer, whatever its age: whether e-guma stores a failed answer (and replays it) or
+frees the key (and books again on the retry) is not documented. Within the 72 h a matching order
+then is NEEDS_REVIEW (it may be ours, made before the error, or the customer's other one) and no
+match sends again with the same key. Past the 72 h:
 
 - exactly one order matches our booking (customer last name, exactly, as the filter is
   case-sensitive; email; created in the window of our attempts; product and start when the
@@ -68,6 +72,15 @@ def key_may_have_expired(attempt: Attempt) -> bool:
     return attempt.clock() - first >= KEY_SAFE_AGE
 
 
+def _why_lookup(attempt: Attempt) -> str:
+    if key_may_have_expired(attempt):
+        return (
+            f"the key of this booking may have expired (first used more than "
+            f"{KEY_SAFE_AGE.total_seconds() / 3600:g} h ago)"
+        )
+    return "an earlier attempt was answered with a server error (5xx), which may have freed the key"
+
+
 def _eguma_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
@@ -118,10 +131,13 @@ class Eguma(Adapter):
         return "POST", PATH, {"headers": {"Idempotency-Key": call.attempt.idempotency_key}, "json": call.body}
 
     def must_reconcile(self, attempt: Attempt) -> bool:
-        # Within 72 h the key's replay settles any doubt; after that only the orders can. With
-        # nothing in doubt no booking of ours exists, so a send is the first booking: matching
-        # the orders then could only take the same customer's other order for this one.
-        return attempt.in_doubt and key_may_have_expired(attempt)
+        # Within 72 h the key's replay settles a lost answer; after that only the orders can.
+        # A 5xx answer is different: the docs do not say whether a failed answer is stored and
+        # replayed or frees the key, and a freed key books again on the retry. So after any 5xx
+        # the orders are read first, whatever the key's age. With nothing in doubt no booking
+        # of ours exists, so a send is the first booking: matching the orders then could only
+        # take the same customer's other order for this one.
+        return attempt.in_doubt and (key_may_have_expired(attempt) or attempt.answered_5xx)
 
     def parse_created(self, call: Call, response: httpx.Response, detail: str | None) -> Outcome:
         body = json_or_none(response)
@@ -172,11 +188,10 @@ class Eguma(Adapter):
         customer: dict[str, Any] = found if isinstance(found, dict) else {}
         last_name = str(customer.get("last_name") or "")
         email = str(customer.get("email") or "").casefold()
-        assert attempt.first_attempt_at is not None  # must_reconcile checked it
-        first = attempt.first_attempt_at
+        now = attempt.clock()
+        first = attempt.first_attempt_at or now  # set for every attempt after the first
         if first.tzinfo is None:
             first = first.replace(tzinfo=UTC)
-        now = attempt.clock()
         label = f"{self.label} orders lookup"
         answer = self.request(
             call.client,
@@ -200,9 +215,8 @@ class Eguma(Adapter):
             # Whatever else refused the listing, it proves nothing: try again later.
             return retry(
                 "lookup_unconfirmed",
-                f"{label}: the key of this booking may have expired (first used more than "
-                f"{KEY_SAFE_AGE.total_seconds() / 3600:g} h ago) and the orders listing answered "
-                f"HTTP {answer.status_code}, so whether the booking exists cannot be confirmed. "
+                f"{label}: {_why_lookup(attempt)}, and the orders listing answered HTTP "
+                f"{answer.status_code}, so whether the booking exists cannot be confirmed. "
                 "Nothing is re-sent.",
                 http_status=answer.status_code,
                 may_have_created=False,
@@ -217,6 +231,8 @@ class Eguma(Adapter):
                 may_have_created=False,
             )
         matches = [o for o in orders if self._is_ours(o, call.body, last_name, email, first, now)]
+        if not key_may_have_expired(attempt):
+            return self._after_5xx(matches)
         if not matches:
             if not attempt.in_doubt:
                 return None  # nothing of ours can have reached e-guma: a send is a first booking
@@ -245,6 +261,28 @@ class Eguma(Adapter):
                 provider_reference=reference,
             )
         return issued(self._tickets(order, call.body), reference, reconciled=True)
+
+    def _after_5xx(self, matches: list[dict[str, Any]]) -> Outcome | None:
+        """Within the key's 72 h, after a 5xx answer. No matching order: the key sent again
+        either replays the stored answer or, if the failure freed it, books for the first time
+        (the listing shows nothing of ours) -> None, send. A match: the 5xx may have come after
+        e-guma committed, and if it freed the key a send would book a second time; but the
+        match may also be the same customer's other order of this slot (names, email and slot
+        are all the listing offers) -> NEEDS_REVIEW naming it, never a send and never its
+        tickets handed to this booking."""
+        if not matches:
+            return None
+        numbers = ", ".join(str(scrub(o.get("order_number")) or "unknown") for o in matches[:3])
+        only = matches[0].get("id") if len(matches) == 1 else None
+        return needs_review(
+            "failed_after_commit",
+            f"{self.label} answered an earlier attempt with a server error (5xx), and its orders "
+            f"listing now holds {len(matches)} order(s) of this customer for this slot in the "
+            f"window of our attempts (order number {numbers}): the error may have come after the "
+            "booking was made, or the order may be another of the same customer. Not re-sent "
+            "(a freed Idempotency-Key would book again): settle at e-guma.",
+            provider_reference=str(only) if only is not None else None,
+        )
 
     def _is_ours(
         self,
