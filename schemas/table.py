@@ -18,6 +18,8 @@ class TicketIssuance(SQLModel, table=True):
         Index("ix_ticket_issuances_status_updated", "status", "updated_at"),
         Index("ix_ticket_issuances_message", "provider", "account", "message_id"),
         Index("ix_ticket_issuances_cancels", "provider", "account", "cancels"),
+        # "Is this provider order another row's?" (a lookup after an answer in doubt).
+        Index("ix_ticket_issuances_reference", "provider", "account", "provider_reference"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

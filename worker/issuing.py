@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 import httpx
 import redis
@@ -304,6 +305,7 @@ def _claim_and_call(
         qr_codes=new_codes if new_codes is not None else row.qr_codes,
         # One indexed read, only for a key in doubt (rare): the history outlives the last error.
         answered_5xx=in_doubt and row.attempts > 0 and ledger.answered_5xx(deps.engine, key),
+        known_elsewhere=partial(ledger.reference_elsewhere, deps.engine, row.provider, row.account, key=key),
     )
     permit.wait_for_slot()  # a paced (bulk) permit: its slot, now that the row is ours
     called_at = ledger.utcnow()

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from schemas.result import ResultError, Ticket
 from schemas.statuses import ACTIVE_STATUSES, FINAL_STATUSES, Status
 from schemas.table import ReissueRun, TicketAttempt, TicketIssuance
-from worker.db import writing
+from worker.db import group_write, writing
 
 T = TicketIssuance.__table__  # type: ignore[attr-defined]
 C = T.c
@@ -252,8 +252,8 @@ def claim(
         del params["b_owner"]
     if qr_codes is not None:
         params["b_codes"] = qr_codes
-    with writing(engine) as conn:
-        return conn.execute(_CLAIM[(row.lease_owner is None, qr_codes is not None)], params).rowcount == 1
+    stmt = _CLAIM[(row.lease_owner is None, qr_codes is not None)]
+    return group_write(engine, lambda conn: conn.execute(stmt, params).rowcount == 1)
 
 
 @dataclass(frozen=True)
@@ -289,6 +289,9 @@ def _finish_stmt(columns: tuple[str, ...], leased: bool, final: bool, uncharge: 
         # A failed probe: counted in `attempts` (calls made), not against the booking's budget.
         values[C.attempts_base] = C.attempts_base + 1
     return update(T).where(and_(*conds)).values(values).returning(*T.c)
+
+
+_INSERT_ATTEMPT = insert(AT)  # built once: its values come as parameters
 
 
 def _attempt_values(
@@ -333,12 +336,15 @@ def _finish(
     params["b_key"] = key
     if token is not None:
         params["b_token"] = token
-    with writing(engine) as conn:
-        row = (
-            conn.execute(_finish_stmt(columns, token is not None, final, uncharge), params).mappings().first()
-        )
+    stmt = _finish_stmt(columns, token is not None, final, uncharge)
+
+    def write(conn: Connection) -> Any:
+        row = conn.execute(stmt, params).mappings().first()
         if note is not None:
-            conn.execute(insert(AT).values(**_attempt_values(key, note, values, row is not None, now)))
+            conn.execute(_INSERT_ATTEMPT, _attempt_values(key, note, values, row is not None, now))
+        return row
+
+    row = group_write(engine, write)
     return as_row(row) if row is not None else None
 
 
@@ -924,6 +930,23 @@ def prune_attempts(engine: Engine, retention_s: float, limit: int = 1000) -> int
 
 class Refused(Exception):
     """An operator's change that the row's state does not allow; the message says why."""
+
+
+def reference_elsewhere(engine: Engine, provider: str, account: str, reference: str, key: str) -> bool:
+    """Has a row other than `key` recorded this provider reference (an order, a payment) of
+    this account? A lookup's match that is already another booking's is not this one's."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(C.id)
+            .where(
+                C.provider == provider,
+                C.account == account,
+                C.provider_reference == reference,
+                C.idempotency_key != key,
+            )
+            .limit(1)
+        ).first()
+    return found is not None
 
 
 def answered_5xx(engine: Engine, key: str) -> bool:

@@ -198,6 +198,7 @@ class Bench:
             clients=issuing.ClientCache(factory),
         )
         self._count = 0
+        self._runs = 0
 
     # --- the way intake writes rows ------------------------------------------------------
 
@@ -245,7 +246,11 @@ class Bench:
 
     def run(self, combination: Combination, case: Case) -> Run:
         provider = combination.provider
-        self.sandbox = self.wire.sandbox = Sandbox(seed=1, switches={provider: combination.switch_map})
+        # A seed of its own per run: the ledger is shared by the runs, and a provider never hands
+        # out the same order id twice (the issue path asks whether an id is another row's).
+        self._runs += 1
+        switches = {provider: combination.switch_map}
+        self.sandbox = self.wire.sandbox = Sandbox(seed=self._runs, switches=switches)
         self.wire.next = None
         for adapter in PROVIDERS.values():
             adapter.forget()

@@ -8,7 +8,7 @@ task's business, never the adapter's.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -34,6 +34,12 @@ class OutcomeKind(StrEnum):
     NEEDS_REVIEW = "needs_review"  # tickets may exist and nothing can confirm it
 
 
+def _nowhere(reference: str) -> bool:
+    """No ledger to ask (tests, the accounts check): no reference is known elsewhere."""
+    del reference
+    return False
+
+
 @dataclass(frozen=True)
 class Attempt:
     """Everything an adapter may use for one call."""
@@ -56,6 +62,9 @@ class Attempt:
     # looked up for a key in doubt). e-guma needs it: a provider that frees an Idempotency-Key
     # on a failed answer would book again on the retry.
     answered_5xx: bool = False
+    # Is this provider reference (an order id) already another row's? Asked by a lookup that
+    # found a candidate, so the same customer's other booking is not taken for this one.
+    known_elsewhere: Callable[[str], bool] = _nowhere
     # The clock of this attempt (tests move it); None: the real clock.
     now: datetime | None = None
 

@@ -38,6 +38,7 @@ from schemas.result import Ticket
 from worker.providers.base import (
     Attempt,
     Outcome,
+    OutcomeKind,
     error_detail,
     failed,
     issued,
@@ -212,6 +213,15 @@ class Eguma(Adapter):
             outcome = super().classify(call, answer, error_detail(answer, self.error_keys))
             if outcome.error is not None and outcome.error.type == "auth_error":
                 return outcome
+            if outcome.kind is OutcomeKind.RETRY and (answer.status_code >= 500 or answer.status_code == 429):
+                # e-guma down or busy: its own kind of error, so the circuit breaker counts it
+                # like any other outage and the booking waits without spending its attempts.
+                outcome.may_have_created = False
+                if outcome.error is not None:
+                    outcome.error = outcome.error.model_copy(
+                        update={"message": f"{label}: {outcome.error.message} Nothing is re-sent."}
+                    )
+                return outcome
             # Whatever else refused the listing, it proves nothing: try again later.
             return retry(
                 "lookup_unconfirmed",
@@ -230,7 +240,13 @@ class Eguma(Adapter):
                 http_status=answer.status_code,
                 may_have_created=False,
             )
-        matches = [o for o in orders if self._is_ours(o, call.body, last_name, email, first, now)]
+        matches = [
+            o
+            for o in orders
+            if self._is_ours(o, call.body, last_name, email, first, now)
+            # The same customer's other booking through us is not this one.
+            and not (o.get("id") is not None and attempt.known_elsewhere(str(o["id"])))
+        ]
         if not key_may_have_expired(attempt):
             return self._after_5xx(matches)
         if not matches:
