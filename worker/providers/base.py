@@ -270,6 +270,15 @@ def json_or_none(response: httpx.Response) -> Any:
         return None
 
 
+def object_list(value: object) -> list[dict[str, Any]] | None:
+    """A JSON array whose items are all objects (empty included), or None for anything else:
+    the shape of every listing the adapters read, checked once so a provider's odd answer is
+    "unreadable", never a crash further on."""
+    if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+        return list(value)
+    return None
+
+
 def error_detail(response: httpx.Response, keys: Sequence[str] = ("message", "error")) -> str | None:
     """The provider's own error text, unscrubbed: JSON fields `keys` (first found; an `error`
     code and a `message` are combined), or a plain-text body. HTML pages are ignored."""
