@@ -342,6 +342,19 @@ def _finish(
     return as_row(row) if row is not None else None
 
 
+def row_error(row: TicketIssuance) -> ResultError | None:
+    """The error a row records, as results and the next attempt see it (the inverse of
+    _error_values)."""
+    if row.error_type is None:
+        return None
+    return ResultError(
+        type=row.error_type,
+        message=row.error_message or "",
+        http_status=row.http_status,
+        retryable=bool(row.error_retryable),
+    )
+
+
 def _error_values(error: ResultError | None) -> dict[str, Any]:
     if error is None:
         return {"error_type": None, "error_message": None, "http_status": None, "error_retryable": None}
