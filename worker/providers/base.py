@@ -7,11 +7,9 @@ task's business, never the adapter's.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -20,6 +18,7 @@ import httpx
 from schemas.result import ResultError, Ticket
 
 # Re-exported: the code derivation of rows already in flight now lives in codes.py.
+from worker.backoff import parse_retry_after
 from worker.providers.codes import derive_qr_code as derive_qr_code
 from worker.providers.codes import with_derived_qr_codes as with_derived_qr_codes
 from worker.redaction import MESSAGE_LIMIT as REDACTION_LIMIT
@@ -235,31 +234,6 @@ def build_request(client: httpx.Client, method: str, url: str, **kwargs: Any) ->
             "configuration_error",
             "the account's base_url is not a valid URL. This is a configuration problem: nothing was sent.",
         )
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP-date); None when absent or invalid."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now = now or datetime.now(UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def json_or_none(response: httpx.Response) -> Any:
