@@ -17,12 +17,11 @@ from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from schemas.result import ResultError, Ticket
 from schemas.statuses import ACTIVE_STATUSES, FINAL_STATUSES, Status
 from schemas.table import ReissueRun, TicketAttempt, TicketIssuance
-from worker.db import writing
+from worker.db import insert_new, writing
 
 T = TicketIssuance.__table__  # type: ignore[attr-defined]
 C = T.c
@@ -87,14 +86,7 @@ def _insert(engine: Engine, values: dict[str, Any]) -> bool:
 
 
 def _insert_stmt(engine: Engine, values: dict[str, Any]) -> Any:
-    dialect = engine.dialect.name
-    if dialect == "postgresql":
-        stmt: Any = postgresql.insert(T).values(**values)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(T).values(**values)
-    else:  # pragma: no cover - only the two supported databases
-        raise RuntimeError(f"unsupported database {dialect}")
-    return stmt.on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(C.id)
+    return insert_new(engine.dialect.name, T, values, ["idempotency_key"])
 
 
 def _row_values(b: NewBooking, status: Status, now: datetime) -> dict[str, Any]:
