@@ -10,7 +10,7 @@ import pytest
 
 from worker.heartbeat import heartbeat_dir
 from worker.logs import JsonFormatter, setup_logging
-from worker.settings import Settings
+from worker.settings import Settings, get_settings
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +49,11 @@ def test_state_dir_flower_port_and_metrics_cache_are_settings(
     monkeypatch.setenv("TICKETRELAY_METRICS_CACHE_S", "2.5")
     s = Settings()
     assert (s.state_dir, s.flower_port, s.metrics_cache_s) == (tmp_path, 5600, 2.5)
-    assert heartbeat_dir() == tmp_path / "heartbeat"
+    get_settings.cache_clear()  # the process's settings are read once
+    try:
+        assert heartbeat_dir() == tmp_path / "heartbeat"
+    finally:
+        get_settings.cache_clear()
     for name in ("TICKETRELAY_STATE_DIR", "TICKETRELAY_FLOWER_PORT", "TICKETRELAY_METRICS_CACHE_S"):
         monkeypatch.delenv(name)
     s = Settings()
