@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -40,64 +40,61 @@ def clean_text(text: str, limit: int = MAX_REASON) -> str:
     return text
 
 
-def _annotation_models(annotation: Any) -> Iterable[type[BaseModel]]:
-    """The models found inside a field annotation (list[X], X | None, Annotated[X, ...])."""
+def _annotation_parts(annotation: Any) -> Iterator[Any]:
+    """The annotation and every type inside it (list[X], X | None, Annotated[X, ...])."""
     stack = [annotation]
     while stack:
         item = stack.pop()
-        if isinstance(item, type) and issubclass(item, BaseModel):
-            yield item
-        origin = typing.get_origin(item)
-        if origin is not None or isinstance(item, types.UnionType):
+        yield item
+        if typing.get_origin(item) is not None or isinstance(item, types.UnionType):
             stack.extend(typing.get_args(item))
+
+
+def _annotation_models(annotation: Any) -> Iterable[type[BaseModel]]:
+    """The models found inside a field annotation."""
+    return (
+        item
+        for item in _annotation_parts(annotation)
+        if isinstance(item, type) and issubclass(item, BaseModel)
+    )
 
 
 def _is_mapping(annotation: Any) -> bool:
-    stack = [annotation]
+    return any(item is dict or typing.get_origin(item) is dict for item in _annotation_parts(annotation))
+
+
+def _reachable_models(models: Iterable[type[BaseModel]]) -> Iterator[type[BaseModel]]:
+    """These models and every model nested in their fields, each once."""
+    seen: set[type[BaseModel]] = set()
+    stack = list(models)
     while stack:
-        item = stack.pop()
-        origin = typing.get_origin(item)
-        if item is dict or origin is dict:
-            return True
-        if origin is not None or isinstance(item, types.UnionType):
-            stack.extend(typing.get_args(item))
-    return False
+        model = stack.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        yield model
+        for info in model.model_fields.values():
+            stack.extend(_annotation_models(info.annotation))
 
 
 def mapping_fields(models: Iterable[type[BaseModel]]) -> frozenset[str]:
     """The fields of these models (nested ones too) that hold a free-form object, such as
     the envelope's metadata: a key inside one is the producer's key, not an unknown field."""
-    names: set[str] = set()
-    seen: set[type[BaseModel]] = set()
-    stack = list(models)
-    while stack:
-        model = stack.pop()
-        if model in seen:
-            continue
-        seen.add(model)
-        for name, info in model.model_fields.items():
-            if _is_mapping(info.annotation):
-                names.add(info.alias if isinstance(info.alias, str) else name)
-            stack.extend(_annotation_models(info.annotation))
-    return frozenset(names)
+    return frozenset(
+        info.alias if isinstance(info.alias, str) else name
+        for model in _reachable_models(models)
+        for name, info in model.model_fields.items()
+        if _is_mapping(info.annotation)
+    )
 
 
 def known_names(models: Iterable[type[BaseModel]]) -> frozenset[str]:
     """Every field name and alias of these models and of the models nested in them."""
     names: set[str] = set()
-    seen: set[type[BaseModel]] = set()
-    stack = list(models)
-    while stack:
-        model = stack.pop()
-        if model in seen:
-            continue
-        seen.add(model)
+    for model in _reachable_models(models):
         for name, info in model.model_fields.items():
             names.add(name)
-            for alias in (info.alias, info.validation_alias):
-                if isinstance(alias, str):
-                    names.add(alias)
-            stack.extend(_annotation_models(info.annotation))
+            names.update(a for a in (info.alias, info.validation_alias) if isinstance(a, str))
     return frozenset(names)
 
 

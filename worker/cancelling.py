@@ -31,7 +31,17 @@ from schemas.statuses import ACTIVE_STATUSES, Status
 from schemas.table import TicketIssuance
 from worker import ledger
 from worker.backoff import next_delay
-from worker.issuing import Deps, Next, Step, process, publish_finals
+from worker.issuing import (
+    Deps,
+    Next,
+    Step,
+    exhausted,
+    finish,
+    log_context,
+    process,
+    publish_finals,
+    retry_later,
+)
 from worker.providers.cancel_pipeline import CancelAttempt, CancelKind, CancelOutcome, get_canceller
 from worker.settings import AccountConfig
 
@@ -47,16 +57,6 @@ WAIT_S = 2.0
 def process_cancel(deps: Deps, key: str) -> Next:
     """One cancel key: the issue task's batch machinery, which hands cancel rows to `step`."""
     return process(deps, key)
-
-
-def _ctx(row: TicketIssuance, **more: object) -> dict[str, object]:
-    return {
-        "idempotency_key": row.idempotency_key,
-        "provider": row.provider,
-        "account": row.account,
-        "attempt": row.attempts,
-        **more,
-    }
 
 
 def step(deps: Deps, row: TicketIssuance) -> Step:
@@ -125,20 +125,12 @@ def _follow(deps: Deps, row: TicketIssuance, booking: TicketIssuance, holder: st
         return _settle(deps, row, Status.NEEDS_REVIEW, lost)
     if not ledger.is_final(leader):
         return _wait(deps, row, "other_cancel_in_flight")
-    error: ResultError | None = None
-    if leader.error_type is not None:
-        error = ResultError(
-            type=leader.error_type,
-            message=leader.error_message or "",
-            http_status=leader.http_status,
-            retryable=bool(leader.error_retryable),
-        )
-    log.info("cancel settled by an earlier cancel", extra={"event": "cancel_follows", **_ctx(row)})
+    log.info("cancel settled by an earlier cancel", extra={"event": "cancel_follows", **log_context(row)})
     return _settle(
         deps,
         row,
         Status(leader.status),
-        error,
+        ledger.row_error(leader),
         tickets=leader.tickets,
         reference=leader.provider_reference,
     )
@@ -146,7 +138,7 @@ def _follow(deps: Deps, row: TicketIssuance, booking: TicketIssuance, holder: st
 
 def _wait(deps: Deps, row: TicketIssuance, reason: str) -> Step:
     delay = min(WAIT_S, deps.settings.max_countdown_s)
-    log.info("cancel waits", extra={"event": "cancel_waits", "reason": reason, **_ctx(row)})
+    log.info("cancel waits", extra={"event": "cancel_waits", "reason": reason, **log_context(row)})
     if not ledger.cancel_wait(deps.engine, row.idempotency_key, delay):
         return Next(), None
     return Next(countdown=delay), None
@@ -173,21 +165,8 @@ def _settle(
 
 
 def _final(recorded: TicketIssuance | None) -> Step:
-    if recorded is not None and ledger.is_final(recorded):
-        log.info("final", extra={"event": "final", "status": recorded.status, **_ctx(recorded)})
-        return Next(), recorded
-    return Next(), None
-
-
-def _last_error(row: TicketIssuance) -> ResultError | None:
-    if row.error_type is None:
-        return None
-    return ResultError(
-        type=row.error_type,
-        message=row.error_message or "",
-        http_status=row.http_status,
-        retryable=bool(row.error_retryable),
-    )
+    """issuing.finish, logged as a cancel."""
+    return finish(recorded, log)
 
 
 def _give_up(
@@ -197,13 +176,8 @@ def _give_up(
     # Out of attempts while a void may have gone through: needs_review, never a `failed` that
     # says "the booking is still valid".
     status = Status.NEEDS_REVIEW if in_doubt else Status.FAILED
-    detail = f" (last error: {last.type}: {last.message})" if last is not None else ""
-    error = ResultError(
-        type="retries_exhausted",
-        message=f"gave up cancelling after {attempts - row.attempts_base} of {account.max_attempts} "
-        f"attempts{detail}",
-        http_status=last.http_status if last is not None else None,
-        retryable=True,
+    error = exhausted(
+        f"gave up cancelling after {attempts - row.attempts_base} of {account.max_attempts} attempts", last
     )
     if token is None:
         return ledger.finish_without_call(deps.engine, row.idempotency_key, status, error, in_doubt=in_doubt)
@@ -222,7 +196,7 @@ def _void(deps: Deps, row: TicketIssuance, booking: TicketIssuance) -> Step:
         return _settle(deps, row, Status.FAILED, ResultError(type="configuration_error", message=reason))
     in_doubt = row.in_doubt or row.status == Status.IN_PROGRESS
     if row.attempts - row.attempts_base >= account.max_attempts:
-        return _final(_give_up(deps, row, None, row.attempts, account, in_doubt, _last_error(row)))
+        return _final(_give_up(deps, row, None, row.attempts, account, in_doubt, ledger.row_error(row)))
 
     token = uuid.uuid4().hex
     if not ledger.claim(deps.engine, row, token, deps.settings.lease_s):
@@ -259,7 +233,7 @@ def _void(deps: Deps, row: TicketIssuance, booking: TicketIssuance) -> Step:
             "outcome": outcome.kind.value,
             "reconciled": outcome.reconciled,
             "duration_ms": elapsed_ms,
-            **_ctx(row, attempt=attempt.number),
+            **log_context(row, attempt=attempt.number),
         },
     )
     return _record(deps, row, booking, token, attempt, outcome, note)
@@ -313,4 +287,4 @@ def _record(
     delay = next_delay(attempt.number, account.backoff_base_s, account.backoff_cap_s, outcome.retry_after_s)
     if ledger.record_retry(deps.engine, key, token, error, in_doubt, delay, note=note) is None:
         return Next(), None
-    return (Next(countdown=delay) if delay <= deps.settings.max_countdown_s else Next()), None
+    return retry_later(deps, delay)

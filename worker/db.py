@@ -9,7 +9,8 @@ from functools import lru_cache
 from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 
 from worker.settings import get_settings
 
@@ -189,3 +190,15 @@ def group_write(engine: Engine, fn: Callable[[Connection], T]) -> T:
                 lock = _write_locks.setdefault(engine, threading.Lock())
                 group = _groups[engine] = GroupCommit(engine, lock)
     return group.run(fn)
+
+
+def insert_new(dialect: str, table: Table, values: dict[str, Any], unique: list[str]) -> Any:
+    """INSERT ... ON CONFLICT (unique) DO NOTHING RETURNING id: a row is written at most once,
+    and whoever wrote it learns so from the returned id (None: it was there already)."""
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(table).values(**values)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).values(**values)
+    else:  # pragma: no cover - only the two supported databases
+        raise RuntimeError(f"unsupported database {dialect}")
+    return stmt.on_conflict_do_nothing(index_elements=unique).returning(table.c.id)

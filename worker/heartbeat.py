@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
+from worker.settings import get_settings
+
 
 def heartbeat_dir() -> Path:
-    return Path(os.environ.get("TICKETRELAY_STATE_DIR", ".ticketrelay")) / "heartbeat"
+    return get_settings().state_dir / "heartbeat"
 
 
 class Heartbeat:

@@ -88,7 +88,8 @@ class Next:
     countdown: float | None = None
 
 
-def _ctx(row: TicketIssuance, **more: object) -> dict[str, object]:
+def log_context(row: TicketIssuance, **more: object) -> dict[str, object]:
+    """The fields every log line about a row carries (issue and cancel alike)."""
     return {
         "idempotency_key": row.idempotency_key,
         "provider": row.provider,
@@ -139,26 +140,8 @@ def _give_up(
     status = Status.NEEDS_REVIEW if in_doubt else Status.FAILED
     if last is not None and last.type == outage.CIRCUIT_OPEN:
         last = None  # our own placeholder, not a provider's answer
-    detail = f" (last error: {last.type}: {last.message})" if last is not None else ""
-    error = ResultError(
-        type="retries_exhausted",
-        message=f"{why}{detail}",
-        http_status=last.http_status if last is not None else None,
-        retryable=True,
-    )
     return ledger.record_final_error(
-        deps.engine, row.idempotency_key, token, status, error, in_doubt, note=note
-    )
-
-
-def _last_error(row: TicketIssuance) -> ResultError | None:
-    if row.error_type is None:
-        return None
-    return ResultError(
-        type=row.error_type,
-        message=row.error_message or "",
-        http_status=row.http_status,
-        retryable=bool(row.error_retryable),
+        deps.engine, row.idempotency_key, token, status, exhausted(why, last), in_doubt, note=note
     )
 
 
@@ -193,7 +176,7 @@ def _guarded(deps: Deps, row: TicketIssuance, bulk: bool) -> Step:
     except Exception as exc:
         log.error(
             "key not processed; the sweeper will re-drive it",
-            extra={"event": "internal_error", "error": type(exc).__name__, **_ctx(row)},
+            extra={"event": "internal_error", "error": type(exc).__name__, **log_context(row)},
             exc_info=not isinstance(exc, TRANSIENT),
         )
         return Next(), None
@@ -211,7 +194,7 @@ def _step(deps: Deps, row: TicketIssuance, bulk: bool) -> Step:
         return Next(), (row if row.callback_sent_at is None else None)
     why_not = ledger.claimable(row, ledger.utcnow())
     if why_not is not None:
-        log.info("skipped", extra={"event": "skipped", "reason": why_not, **_ctx(row)})
+        log.info("skipped", extra={"event": "skipped", "reason": why_not, **log_context(row)})
         return Next(), None
 
     account = deps.accounts.get((row.provider, row.account))
@@ -220,7 +203,7 @@ def _step(deps: Deps, row: TicketIssuance, bulk: bool) -> Step:
         # Configuration changed since intake accepted it: a clear, final answer.
         reason = missing or f"no account {row.account!r} is configured for provider {row.provider}"
         error = ResultError(type="configuration_error", message=reason)
-        return _finish(ledger.record_final_error(deps.engine, key, None, Status.FAILED, error, row.in_doubt))
+        return finish(ledger.record_final_error(deps.engine, key, None, Status.FAILED, error, row.in_doubt))
 
     # Out of attempts, or of time. A row in doubt past its time still gets its call: the
     # provider is asked what became of it (reconciliation) before it ends needs_review, and
@@ -231,7 +214,7 @@ def _step(deps: Deps, row: TicketIssuance, bulk: bool) -> Step:
         row, account.max_attempts, None if in_doubt else account.give_up_after_s, started_at=started_at
     )
     if why is not None:
-        return _finish(_give_up(deps, row, None, why, in_doubt, _last_error(row)))
+        return finish(_give_up(deps, row, None, why, in_doubt, ledger.row_error(row)))
 
     # The account's circuit, before the rate limiter (a wait takes no rate slot) and before the
     # claim (a wait spends no attempt and holds no lease): during an outage the booking is
@@ -242,7 +225,8 @@ def _step(deps: Deps, row: TicketIssuance, bulk: bool) -> Step:
         wait = outage.circuit_open_error(row.provider, row.account, bpermit.wait_s)
         ledger.park(deps.engine, row, bpermit.wait_s, wait)  # False: another worker has it; fine
         log.info(
-            "circuit open", extra={"event": "circuit_open", "wait_s": round(bpermit.wait_s, 1), **_ctx(row)}
+            "circuit open",
+            extra={"event": "circuit_open", "wait_s": round(bpermit.wait_s, 1), **log_context(row)},
         )
         # Longer than a Celery countdown may be: the sweeper picks it up once due.
         return (
@@ -291,7 +275,7 @@ def _claim_and_call(
     new_codes = provider.initial_codes(row.payload) if row.attempts == 0 and row.qr_codes is None else None
     if not ledger.claim(deps.engine, row, token, deps.settings.lease_s, qr_codes=new_codes):
         _release_probe(deps, row, bpermit)
-        log.info("lost claim", extra={"event": "skipped", "reason": "claimed_elsewhere", **_ctx(row)})
+        log.info("lost claim", extra={"event": "skipped", "reason": "claimed_elsewhere", **log_context(row)})
         return Next(), None
     in_doubt = row.in_doubt or row.status == Status.IN_PROGRESS
     attempt = Attempt(
@@ -324,7 +308,7 @@ def _claim_and_call(
             )
         if moved is not None:
             event = "circuit_opened" if moved == breaker.State.OPEN else "circuit_closed"
-            log.warning(event.replace("_", " "), extra={"event": event, **_ctx(row)})
+            log.warning(event.replace("_", " "), extra={"event": event, **log_context(row)})
     note = ledger.AttemptNote(
         number=attempt.number,
         started_at=called_at,
@@ -358,7 +342,7 @@ def _record(
     started_at: datetime | None = None,
 ) -> Step:
     key = row.idempotency_key
-    ctx = _ctx(
+    ctx = log_context(
         row,
         attempt=attempt.number,
         outcome=outcome.kind.value,
@@ -418,19 +402,34 @@ def _record(
             if retried is None:
                 log.warning("lease lost before recording", extra={"event": "lease_lost", **ctx})
                 return Next(), None
-            # Longer waits are parked in next_attempt_at for the sweeper: a Celery countdown longer
-            # than the visibility timeout would be delivered twice.
-            return (Next(countdown=delay) if delay <= deps.settings.max_countdown_s else Next()), None
+            return retry_later(deps, delay)
     if recorded is None:
         log.warning("lease lost before recording", extra={"event": "lease_lost", **ctx})
         return Next(), None
-    return _finish(recorded)
+    return finish(recorded)
 
 
-def _finish(row: TicketIssuance | None) -> Step:
+def retry_later(deps: Deps, delay: float) -> Step:
+    """The follow-up of a recorded retry. Longer waits are parked in next_attempt_at for the
+    sweeper: a Celery countdown longer than the visibility timeout would be delivered twice."""
+    return (Next(countdown=delay) if delay <= deps.settings.max_countdown_s else Next()), None
+
+
+def exhausted(why: str, last: ResultError | None) -> ResultError:
+    """The error of a row that ran out of attempts (or of time): `why`, then the last error."""
+    detail = f" (last error: {last.type}: {last.message})" if last is not None else ""
+    return ResultError(
+        type="retries_exhausted",
+        message=f"{why}{detail}",
+        http_status=last.http_status if last is not None else None,
+        retryable=True,
+    )
+
+
+def finish(row: TicketIssuance | None, logger: logging.Logger = log) -> Step:
     """A row that is final, as recorded (no second read), goes out with the batch's results."""
     if row is not None and ledger.is_final(row):
-        log.info("final", extra={"event": "final", "status": row.status, **_ctx(row)})
+        logger.info("final", extra={"event": "final", "status": row.status, **log_context(row)})
         return Next(), row
     return Next(), None
 

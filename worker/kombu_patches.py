@@ -33,24 +33,24 @@ from typing import Any
 import kombu
 from kombu.transport import redis as kombu_redis
 
+from worker.workarounds import UnsupportedVersion as UnsupportedVersion
+from worker.workarounds import require_reviewed
+
 log = logging.getLogger("ticketrelay.worker")
 
 # The kombu releases whose QoS.restore_unacked / ack / restore_by_tag this patch was checked against.
 WRITTEN_FOR = ("5.7.0",)
 
 
-class UnsupportedVersion(RuntimeError):
-    """A library we patch is at a version the patch was not written for."""
-
-
 def check_version(installed: str) -> None:
-    if installed not in WRITTEN_FOR:
-        raise UnsupportedVersion(
-            f"kombu {installed} is installed, but the workaround in worker/kombu_patches.py was "
-            f"written for kombu {', '.join(WRITTEN_FOR)}. Review it against kombu {installed} (is the "
-            "bug fixed? did QoS.restore_unacked, ack or restore_by_tag change?), then add the version "
-            "to WRITTEN_FOR or remove the patch; see docs/upstream.md."
-        )
+    require_reviewed(
+        "kombu",
+        installed,
+        WRITTEN_FOR,
+        what="the workaround in worker/kombu_patches.py",
+        review="is the bug fixed? did QoS.restore_unacked, ack or restore_by_tag change?",
+        remedy="remove the patch",
+    )
 
 
 _PATCHED = ("restore_unacked", "ack", "restore_by_tag")

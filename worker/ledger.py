@@ -17,12 +17,11 @@ from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from schemas.result import ResultError, Ticket
 from schemas.statuses import ACTIVE_STATUSES, FINAL_STATUSES, Status
 from schemas.table import ReissueRun, TicketAttempt, TicketIssuance
-from worker.db import group_write, writing
+from worker.db import group_write, insert_new, writing
 
 T = TicketIssuance.__table__  # type: ignore[attr-defined]
 C = T.c
@@ -87,14 +86,7 @@ def _insert(engine: Engine, values: dict[str, Any]) -> bool:
 
 
 def _insert_stmt(engine: Engine, values: dict[str, Any]) -> Any:
-    dialect = engine.dialect.name
-    if dialect == "postgresql":
-        stmt: Any = postgresql.insert(T).values(**values)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(T).values(**values)
-    else:  # pragma: no cover - only the two supported databases
-        raise RuntimeError(f"unsupported database {dialect}")
-    return stmt.on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(C.id)
+    return insert_new(engine.dialect.name, T, values, ["idempotency_key"])
 
 
 def _row_values(b: NewBooking, status: Status, now: datetime) -> dict[str, Any]:
@@ -346,6 +338,19 @@ def _finish(
 
     row = group_write(engine, write)
     return as_row(row) if row is not None else None
+
+
+def row_error(row: TicketIssuance) -> ResultError | None:
+    """The error a row records, as results and the next attempt see it (the inverse of
+    _error_values)."""
+    if row.error_type is None:
+        return None
+    return ResultError(
+        type=row.error_type,
+        message=row.error_message or "",
+        http_status=row.http_status,
+        retryable=bool(row.error_retryable),
+    )
 
 
 def _error_values(error: ResultError | None) -> dict[str, Any]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from datetime import UTC, datetime
+
+from worker.settings import LogSettings
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -29,9 +30,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str | None = None) -> None:
-    level = level or os.environ.get("TICKETRELAY_LOG_LEVEL", "INFO")
+    s = LogSettings()
+    level = level or s.log_level
     handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("TICKETRELAY_LOG_FORMAT", "json") == "json":
+    if s.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))

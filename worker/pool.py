@@ -21,22 +21,22 @@ from typing import Any
 import celery
 from celery.concurrency.thread import TaskPool as _ThreadTaskPool
 
+from worker.workarounds import UnsupportedVersion as UnsupportedVersion
+from worker.workarounds import require_reviewed
+
 # The Celery releases whose thread pool (celery/concurrency/thread.py) this was checked against.
 WRITTEN_FOR = ("5.7.0",)
 
 
-class UnsupportedVersion(RuntimeError):
-    """The Celery installed is at a version this pool was not written for."""
-
-
 def check_version(installed: str) -> None:
-    if installed not in WRITTEN_FOR:
-        raise UnsupportedVersion(
-            f"celery {installed} is installed, but the thread pool in worker/pool.py was written for "
-            f"celery {', '.join(WRITTEN_FOR)}. Review it against celery {installed} (does its thread "
-            "pool implement terminate_job now? does on_stop still wait?), then add the version to "
-            "WRITTEN_FOR or drop the subclass; see docs/upstream.md."
-        )
+    require_reviewed(
+        "celery",
+        installed,
+        WRITTEN_FOR,
+        what="the thread pool in worker/pool.py",
+        review="does its thread pool implement terminate_job now? does on_stop still wait?",
+        remedy="drop the subclass",
+    )
 
 
 class ThreadTaskPool(_ThreadTaskPool):

@@ -10,9 +10,9 @@ import redis
 
 from schemas.envelope import REPLY_TO_PATTERN
 from schemas.errors import clean_text
-from schemas.result import ResultError, ResultMessage, Ticket
+from schemas.result import ResultMessage, Ticket
 from schemas.table import TicketIssuance
-from worker.ledger import utcnow
+from worker.ledger import row_error, utcnow
 from worker.settings import get_settings, is_sandbox_account
 
 log = logging.getLogger("ticketrelay.results")
@@ -23,14 +23,6 @@ MAX_DEAD_REASON = 300
 
 def result_from_row(row: TicketIssuance, sandbox: bool | None = None) -> ResultMessage:
     """`sandbox` None: as this process's accounts say of the row's account."""
-    error = None
-    if row.error_type is not None:
-        error = ResultError(
-            type=row.error_type,
-            message=row.error_message or "",
-            http_status=row.http_status,
-            retryable=bool(row.error_retryable),
-        )
     return ResultMessage(
         message_id=row.message_id,
         idempotency_key=row.idempotency_key,
@@ -41,7 +33,7 @@ def result_from_row(row: TicketIssuance, sandbox: bool | None = None) -> ResultM
         attempts=row.attempts,
         provider_reference=row.provider_reference,
         tickets=[Ticket(**t) for t in row.tickets or []],
-        error=error,
+        error=row_error(row),
         metadata=row.message_metadata or {},
         completed_at=row.completed_at or utcnow(),
         sandbox=is_sandbox_account(row.provider, row.account) if sandbox is None else sandbox,

@@ -67,8 +67,24 @@ class MaskedUrl(str):
         return mask_url(self)
 
 
-class Settings(BaseSettings):
+class LogSettings(BaseSettings):
+    """The settings logging needs, on their own: logging is set up before anything else, so an
+    invalid unrelated variable (say TICKETRELAY_LEASE_S=abc) must not stop it, or that error
+    could not be reported. Settings inherits these fields, so they are read the same way."""
+
     model_config = SettingsConfigDict(env_prefix="TICKETRELAY_", extra="ignore")
+
+    log_level: str = "INFO"
+    log_format: str = "json"  # anything else: plain text lines, for humans
+
+
+class Settings(LogSettings):
+    model_config = SettingsConfigDict(env_prefix="TICKETRELAY_", extra="ignore")
+
+    # Where the processes keep their files: heartbeats for the probes, beat's schedule.
+    state_dir: Path = Path(".ticketrelay")
+    # Flower's port under `ticketrelay dev`.
+    flower_port: int = Field(default=5555, ge=1, le=65535)
 
     redis_url: str = MaskedUrl("redis://127.0.0.1:6379/0")
     database_url: str = MaskedUrl("sqlite:///ticketrelay.db")
@@ -151,6 +167,8 @@ class Settings(BaseSettings):
     # another host. Event counters of all processes are added up in the Redis hash metrics_key.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9808
+    # `ticketrelay metrics` reads the stores at most once per this many seconds.
+    metrics_cache_s: float = Field(default=5.0, ge=0, le=300)
     metrics_key: str = "ticketrelay:metrics"
 
     # Retention (worker/retention.py): Redis runs with noeviction, so a stream that only grows

@@ -101,18 +101,26 @@ def _field(fields: dict[Any, Any], name: str) -> bytes | None:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
-def _identity(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """What can be read from an invalid envelope to address a `rejected` result."""
-    out: dict[str, Any] = {}
+def identifiers(data: dict[str, Any], default_account: str | None = None) -> dict[str, str]:
+    """An envelope's message_id, provider and account, each only when it is valid: what an
+    invalid envelope may be named by (a rejected result, a dead letter) without echoing
+    anything else it holds. `default_account` is used when it has none."""
+    out: dict[str, str] = {}
     mid = data.get("message_id")
     if isinstance(mid, str) and _MESSAGE_ID.fullmatch(mid):
         out["message_id"] = mid
     prov = data.get("provider")
     if isinstance(prov, str) and prov in PROVIDERS:
         out["provider"] = prov
-    acct = data.get("account", "default")
+    acct = data.get("account", default_account)
     if isinstance(acct, str) and _ACCOUNT.fullmatch(acct):
         out["account"] = acct
+    return out
+
+
+def _identity(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """What can be read from an invalid envelope to address a `rejected` result."""
+    out: dict[str, Any] = dict(identifiers(data, default_account="default"))
     reply_to = data.get("reply_to")
     if isinstance(reply_to, str) and reply_to_ok(reply_to, settings.reply_to_prefix):
         out["reply_to"] = reply_to

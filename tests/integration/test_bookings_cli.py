@@ -210,7 +210,10 @@ def test_retry_reconciles_first_and_issues_once(sim: Sim, capsys: pytest.Capture
     # Issued: nothing to retry.
     code, _, err = run(sim, capsys, "retry", keys["eguma"])
     assert code == EXIT_REFUSED and "issued" in err
-    assert run(sim, capsys, "retry", "00000000-0000-0000-0000-000000000000")[0] == EXIT_REFUSED
+    unknown = "00000000-0000-0000-0000-000000000000"
+    for argv in (["retry", unknown], ["resolve", unknown, "--failed", "--reason", "x"]):
+        code, _, err = run(sim, capsys, *argv)
+        assert code == EXIT_REFUSED and f"no booking with idempotency key {unknown}" in err
 
 
 def test_a_repeated_publish_is_the_same_revision_and_identical(

@@ -413,7 +413,8 @@ def test_the_collector_reads_the_stores_at_most_once_per_cache_period(
 
 def test_the_cache_period_is_a_setting(msettings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TICKETRELAY_METRICS_CACHE_S", "7.5")
-    srv = MetricsServer(msettings, "127.0.0.1", 0)
+    assert Settings().metrics_cache_s == 7.5
+    srv = MetricsServer(msettings.model_copy(update={"metrics_cache_s": 7.5}), "127.0.0.1", 0)
     try:
         assert srv.collector.cache_s == 7.5
     finally:

@@ -20,10 +20,11 @@ import pytest
 from sqlalchemy import Engine
 
 from schemas.result import ResultMessage, Ticket
+from worker.backoff import parse_retry_after
 from worker.db import make_engine
 from worker.settings import AccountConfig, SecretStr, Settings
 from worker.webhooks import outbox, signing
-from worker.webhooks.deliver import Report, deliver_due, retry_after_seconds
+from worker.webhooks.deliver import Report, deliver_due
 
 SECRET = signing.generate_secret()
 
@@ -341,11 +342,11 @@ def test_a_refused_connection_is_retried(sqlite_engine: Engine) -> None:
 
 def test_retry_after_header_forms() -> None:
     now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-    assert retry_after_seconds("30", now) == 30
-    assert retry_after_seconds("Tue, 01 Dec 2026 12:01:00 GMT", now) == 60
-    assert retry_after_seconds("Tue, 01 Dec 2026 11:00:00 GMT", now) == 0
-    assert retry_after_seconds("soon", now) is None
-    assert retry_after_seconds(None, now) is None
+    assert parse_retry_after("30", now=now) == 30
+    assert parse_retry_after("Tue, 01 Dec 2026 12:01:00 GMT", now=now) == 60
+    assert parse_retry_after("Tue, 01 Dec 2026 11:00:00 GMT", now=now) == 0
+    assert parse_retry_after("soon", now=now) is None
+    assert parse_retry_after(None, now=now) is None
 
 
 def test_a_caller_supplied_client_is_used_and_left_open(

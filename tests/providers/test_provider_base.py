@@ -9,6 +9,7 @@ import httpx
 import pytest
 from provider_helpers import ACCOUNTS, raising
 
+from worker.backoff import parse_retry_after
 from worker.providers import PROVIDER_NAMES, build_client, get_provider
 from worker.providers.base import (
     Outcome,
@@ -17,7 +18,6 @@ from worker.providers.base import (
     derive_qr_code,
     error_detail,
     keep_doubt,
-    parse_retry_after,
     scrub,
     send,
     with_derived_qr_codes,

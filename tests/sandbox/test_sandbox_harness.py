@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sandbox_calls import CH, EG, FV, RP, channels, eg_booking, eguma, fourvenues, fv_headers, remypass
+from sandbox_calls import CH, EG, FV, KEY, RP, channels, eg_booking, eguma, fourvenues, fv_headers, remypass
 
 from worker.devtools.sandbox import SWITCHES, Sandbox
 
@@ -409,3 +409,34 @@ def test_switch_flags_of_the_server_command() -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--port", "0", "--switch", "eguma.failures=sometimes"])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "error_key", "not_json"),
+    [
+        (
+            "POST",
+            RP + "/event-tickets/create-from-booking",
+            {"X-API-Key": KEY},
+            "message",
+            "Invalid JSON body",
+        ),
+        ("POST", FV + "/", {"x-api-key": KEY}, "error", "Invalid JSON body"),
+        ("POST", CH + "/tickets", {"X-Api-Key": KEY}, "message", "Invalid JSON body"),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_is_the_simulators_own_400(
+    client: httpx.Client, method: str, path: str, headers: dict[str, str], error_key: str, not_json: str
+) -> None:
+    broken = client.request(method, path, content=b"{not json", headers=headers)
+    assert broken.status_code == 400 and broken.json()[error_key] == not_json
+    listed = client.request(method, path, json=[1], headers=headers)
+    assert listed.status_code == 400
+    assert listed.json()[error_key] == "the request body must be a JSON object"
+
+
+def test_eguma_names_a_body_that_is_not_json_with_its_code(client: httpx.Client, sandbox: Sandbox) -> None:
+    sandbox.set_switches("eguma", error_format="json")
+    broken = eguma(client, content=b"{not json")
+    assert broken.status_code == 400
+    assert broken.json() == {"error": "validation_error", "message": "The request body is not valid JSON"}

@@ -15,6 +15,8 @@ import pytest
 from provider_fakes import FakeProvider, fv_not_found, fv_ticket
 from sqlalchemy import Engine
 
+from schemas.result import ResultError
+from schemas.statuses import Status
 from tests.helpers import accept_booking
 from worker import issuing, ledger
 from worker.db import make_engine
@@ -399,3 +401,28 @@ def test_a_legacy_row_without_first_attempt_at_is_aged_by_its_creation(deps: iss
     assert [r.url.path for r in fake.requests] == [EG_ORDERS]
     row = ledger.get(deps.engine, key)
     assert row is not None and row.status == "needs_review"
+
+
+def test_exhausted_names_why_and_the_last_error() -> None:
+    last = ResultError(type="timeout", message="no answer", http_status=504, retryable=True)
+    error = issuing.exhausted("gave up after 3 of 3 attempts", last)
+    assert error.type == "retries_exhausted" and error.retryable
+    assert error.message == "gave up after 3 of 3 attempts (last error: timeout: no answer)"
+    assert error.http_status == 504
+    bare = issuing.exhausted("gave up after 10 min unfinished", None)
+    assert bare.message == "gave up after 10 min unfinished" and bare.http_status is None
+
+
+def test_retry_later_parks_waits_longer_than_a_countdown(deps: issuing.Deps) -> None:
+    assert issuing.retry_later(deps, 5.0) == (issuing.Next(countdown=5.0), None)
+    assert issuing.retry_later(deps, 31.0) == (issuing.Next(), None)  # max_countdown_s is 30
+
+
+def test_row_error_reads_back_what_was_recorded(deps: issuing.Deps) -> None:
+    key = accept_booking(deps.engine, "eguma", "m-row-error")
+    row = ledger.get(deps.engine, key)
+    assert row is not None and ledger.row_error(row) is None
+    error = ResultError(type="provider_rejected", message="sold out", http_status=409, retryable=False)
+    assert ledger.claim(deps.engine, row, "t", 30)
+    recorded = ledger.record_final_error(deps.engine, key, "t", Status.FAILED, error, False)
+    assert recorded is not None and ledger.row_error(recorded) == error

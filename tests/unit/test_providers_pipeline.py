@@ -13,7 +13,7 @@ from schemas.envelope import PROVIDERS as ENVELOPE_PROVIDERS
 from schemas.payloads import PAYLOAD_MODELS
 from schemas.result import Ticket
 from worker.providers import PROVIDER_NAMES, PROVIDERS, build_client, get_provider, sandbox_base_url
-from worker.providers.base import Outcome, OutcomeKind, issued, json_or_none, retry
+from worker.providers.base import Outcome, OutcomeKind, issued, json_or_none, object_list, retry
 from worker.providers.pipeline import Adapter, Auth, Call, ProbeResult
 from worker.settings import AccountConfig, sandbox_accounts
 
@@ -183,3 +183,24 @@ def test_fourvenues_v1_needs_both_secrets() -> None:
     assert fv.missing_credentials(account("fourvenues", auth="v1", api_key=None)) is not None
     assert fv.missing_credentials(account("fourvenues", auth="v1", integration_id="i", secret="s")) is None
     assert get_provider("eguma").missing_credentials(account("eguma", api_key=None)) is not None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ([], []),
+        ([{"a": 1}, {}], [{"a": 1}, {}]),
+        ([{"a": 1}, "x"], None),  # one item that is not an object spoils the listing
+        ({"a": 1}, None),  # one object is not a listing
+        (None, None),
+        ("[]", None),
+    ],
+)
+def test_object_list_accepts_only_an_array_of_objects(value: object, expected: object) -> None:
+    assert object_list(value) == expected
+
+
+def test_object_list_returns_a_copy() -> None:
+    value: list[dict[str, Any]] = [{"a": 1}]
+    listed = object_list(value)
+    assert listed is not None and listed is not value

@@ -9,7 +9,7 @@ import pytest
 from schemas.keys import idempotency_key
 from tests.helpers import CUSTOMER_EMAIL, CUSTOMER_NAME, entry, envelope
 from worker.settings import Settings, sandbox_accounts
-from worker.validation import Accepted, Rejected, validate_entry
+from worker.validation import Accepted, Rejected, identifiers, validate_entry
 
 S = Settings(redis_url="redis://unused", database_url="sqlite://")
 ACCOUNTS = sandbox_accounts("http://sandbox")
@@ -211,3 +211,12 @@ def test_a_reason_is_printable_and_at_most_300_characters() -> None:
 def test_an_account_name_is_not_echoed() -> None:
     v = _bad(envelope("eguma", "m-acct", account="Secretcustomer"))
     assert v.error_type == "unknown_account" and "Secretcustomer" not in v.reason
+
+
+def test_identifiers_keep_only_valid_ids() -> None:
+    data = {"message_id": "m-1", "provider": "eguma", "account": "venue-a", "payload": {"x": CUSTOMER_EMAIL}}
+    assert identifiers(data) == {"message_id": "m-1", "provider": "eguma", "account": "venue-a"}
+    bad = {"message_id": "has space", "provider": "nope", "account": CUSTOMER_NAME, "version": 1}
+    assert identifiers(bad) == {}
+    assert identifiers({}) == {}
+    assert identifiers({}, default_account="default") == {"account": "default"}

@@ -129,7 +129,7 @@ def run_dev(demo: bool, exit_when_done: bool, timeout_s: float = 90.0, join: boo
             sup.start(name, [name], consumer if name == "intake" else None)
         print(f"processes intake, worker, beat (logs in {sup.log_dir}/)")
         flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"ops:{secrets.token_urlsafe(12)}"
-        flower_port = os.environ.get("TICKETRELAY_FLOWER_PORT", "5555")
+        flower_port = str(s.flower_port)
         sup.start(
             "flower",
             ["flower", f"--port={flower_port}", "--address=127.0.0.1"],

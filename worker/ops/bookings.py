@@ -19,11 +19,12 @@ refused, 2 usage, 3 a store unreachable. All SQL goes through worker/ledger.py. 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -189,6 +190,18 @@ def _operator(args: argparse.Namespace) -> str:
     return by
 
 
+@contextlib.contextmanager
+def _operator_refusals(key: str) -> Iterator[None]:
+    """An operator step on one key (resolve, retry): the ledger's refusals as the command's
+    one-line errors."""
+    try:
+        yield
+    except LookupError:
+        raise BookingError(f"no booking with idempotency key {key}") from None
+    except ledger.Refused as exc:
+        raise BookingError(str(exc)) from None
+
+
 def _the_row(stores: Stores, key: str) -> TicketIssuance:
     row = ledger.get(stores.engine, key)
     if row is None:
@@ -336,7 +349,7 @@ def cmd_resolve(args: argparse.Namespace, stores: Stores) -> int:
     tickets = _read_tickets(args.tickets) if args.tickets else None
     by = _operator(args)
     reason = (args.reason or "").strip() or "confirmed at the provider"
-    try:
+    with _operator_refusals(args.key):
         row = ledger.resolve(
             stores.engine,
             args.key,
@@ -346,10 +359,6 @@ def cmd_resolve(args: argparse.Namespace, stores: Stores) -> int:
             reference=args.reference,
             tickets=tickets,
         )
-    except LookupError:
-        raise BookingError(f"no booking with idempotency key {args.key}") from None
-    except ledger.Refused as exc:
-        raise BookingError(str(exc)) from None
     published = True
     try:
         publish(stores, row)
@@ -366,12 +375,8 @@ def cmd_resolve(args: argparse.Namespace, stores: Stores) -> int:
 
 def cmd_retry(args: argparse.Namespace, stores: Stores) -> int:
     by = _operator(args)
-    try:
+    with _operator_refusals(args.key):
         row = ledger.redrive(stores.engine, args.key, by=by, reason=(args.reason or "").strip())
-    except LookupError:
-        raise BookingError(f"no booking with idempotency key {args.key}") from None
-    except ledger.Refused as exc:
-        raise BookingError(str(exc)) from None
     enqueued = True
     try:
         stores.enqueue(row.idempotency_key)

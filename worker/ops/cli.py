@@ -123,7 +123,7 @@ def cmd_beat(args: argparse.Namespace) -> int:
         require_accounts_or_sandbox(get_settings())
     except AccountsError as exc:
         return _refuse("beat", exc)
-    state = Path(os.environ.get("TICKETRELAY_STATE_DIR", ".ticketrelay"))
+    state = get_settings().state_dir
     state.mkdir(parents=True, exist_ok=True)
     return _celery(
         [

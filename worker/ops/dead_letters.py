@@ -36,9 +36,9 @@ import redis
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from schemas.envelope import ACCOUNT_PATTERN, MESSAGE_ID_PATTERN, PROVIDERS
 from schemas.keys import idempotency_key
 from worker.settings import AccountConfig, AccountsError, Settings
+from worker.validation import identifiers
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -50,8 +50,6 @@ _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _ENTRY_ID = re.compile(r"^\d+-\d+$")
 _KEY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
-_MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
-_ACCOUNT = re.compile(ACCOUNT_PATTERN)
 _SCAN_BATCH = 500
 
 # Replay and its record in one step: refused (0) when the entry was replayed before and this
@@ -255,16 +253,7 @@ def shape(value: Any, depth: int = 0) -> Any:
 
 def _identity(envelope: dict[str, Any]) -> dict[str, Any]:
     """The envelope's fields that are identifiers, each shown only when it matches its pattern."""
-    out: dict[str, Any] = {}
-    mid = envelope.get("message_id")
-    if isinstance(mid, str) and _MESSAGE_ID.fullmatch(mid):
-        out["message_id"] = mid
-    provider = envelope.get("provider")
-    if isinstance(provider, str) and provider in PROVIDERS:
-        out["provider"] = provider
-    account = envelope.get("account")
-    if isinstance(account, str) and _ACCOUNT.fullmatch(account):
-        out["account"] = account
+    out: dict[str, Any] = dict(identifiers(envelope))
     version = envelope.get("version")
     if isinstance(version, int) and not isinstance(version, bool) and -1000 < version < 1000:
         out["version"] = version

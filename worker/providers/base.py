@@ -7,11 +7,9 @@ task's business, never the adapter's.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -20,6 +18,7 @@ import httpx
 from schemas.result import ResultError, Ticket
 
 # Re-exported: the code derivation of rows already in flight now lives in codes.py.
+from worker.backoff import parse_retry_after
 from worker.providers.codes import derive_qr_code as derive_qr_code
 from worker.providers.codes import with_derived_qr_codes as with_derived_qr_codes
 from worker.redaction import MESSAGE_LIMIT as REDACTION_LIMIT
@@ -246,37 +245,21 @@ def build_request(client: httpx.Client, method: str, url: str, **kwargs: Any) ->
         )
 
 
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP-date); None when absent or invalid."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now = now or datetime.now(UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
 def json_or_none(response: httpx.Response) -> Any:
     """The JSON body, or None when it is empty or not JSON."""
     try:
         return response.json()
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def object_list(value: object) -> list[dict[str, Any]] | None:
+    """A JSON array whose items are all objects (empty included), or None for anything else:
+    the shape of every listing the adapters read, checked once so a provider's odd answer is
+    "unreadable", never a crash further on."""
+    if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+        return list(value)
+    return None
 
 
 def error_detail(response: httpx.Response, keys: Sequence[str] = ("message", "error")) -> str | None:

@@ -44,6 +44,7 @@ from worker.providers.base import (
     issued,
     json_or_none,
     needs_review,
+    object_list,
     retry,
     scrub,
 )
@@ -112,9 +113,7 @@ def _orders(body: object) -> list[dict[str, Any]] | None:
             if isinstance(body.get(key), list):
                 body = body[key]
                 break
-    if isinstance(body, list) and all(isinstance(o, dict) for o in body):
-        return list(body)
-    return None
+    return object_list(body)
 
 
 class Eguma(Adapter):

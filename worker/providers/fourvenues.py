@@ -32,6 +32,7 @@ from worker.providers.base import (
     join_url,
     json_or_none,
     needs_review,
+    object_list,
     retry,
 )
 from worker.providers.fourvenues_common import (
@@ -218,8 +219,8 @@ class Fourvenues(FourvenuesAdapter):
             if isinstance(answer, Outcome) or not answer.is_success:
                 return None
             body = json_or_none(answer)
-            data = body.get("data") if isinstance(body, dict) else body
-            if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
+            data = object_list(body.get("data") if isinstance(body, dict) else body)
+            if data is None:
                 return None
             fresh = [t for t in data if text(t.get("_id")) not in seen_ids]
             if data and not fresh:

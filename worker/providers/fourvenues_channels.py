@@ -28,6 +28,7 @@ from worker.providers.base import (
     error_detail,
     json_or_none,
     needs_review,
+    object_list,
 )
 from worker.providers.fourvenues_common import (
     Absent,
@@ -49,9 +50,7 @@ def _ticket_list(response: httpx.Response) -> list[dict[str, Any]] | None:
     data = body.get("data") if isinstance(body, dict) else None
     if isinstance(data, dict):
         data = [data]
-    if isinstance(data, list) and all(isinstance(t, dict) for t in data):
-        return list(data)
-    return None
+    return object_list(data)
 
 
 class FourvenuesChannels(FourvenuesAdapter):

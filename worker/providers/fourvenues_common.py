@@ -39,6 +39,7 @@ from worker.providers.base import (
     issued,
     json_or_none,
     needs_review,
+    object_list,
     retry,
 )
 from worker.providers.pipeline import Adapter, Call
@@ -89,9 +90,7 @@ def ticket_objects(data: object) -> list[dict[str, Any]] | None:
     channels docs); None when it is neither or empty."""
     if isinstance(data, dict):
         return [data]
-    if isinstance(data, list) and data and all(isinstance(t, dict) for t in data):
-        return list(data)
-    return None
+    return object_list(data) or None
 
 
 def expected_count(payload: dict[str, Any]) -> int:

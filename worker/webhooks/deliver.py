@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import timedelta
 from functools import lru_cache
 
 import httpx
 from sqlalchemy import Engine
 
+from worker.backoff import parse_retry_after
 from worker.ledger import utcnow
 from worker.settings import AccountConfig, Settings
 from worker.webhooks import outbox, signing
@@ -91,22 +91,6 @@ def shared_client(settings: Settings) -> httpx.Client:
 
 def _timeout(settings: Settings) -> httpx.Timeout:
     return httpx.Timeout(settings.callback_timeout_s, connect=settings.callback_connect_timeout_s)
-
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """Retry-After as seconds or as an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or utcnow())).total_seconds())
 
 
 class Deliverer:
@@ -229,7 +213,7 @@ class Deliverer:
                 "POST", entry.url, content=entry.body, headers=headers, timeout=_timeout(s)
             ) as response:
                 status = response.status_code
-                retry_after = retry_after_seconds(response.headers.get("retry-after"))
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
         except httpx.TimeoutException as exc:
             why = f"timeout ({type(exc).__name__}, limit {s.callback_timeout_s:g}s)"
             return _Answer(None, why, host_down=True)

@@ -20,12 +20,11 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from schemas.result import ResultMessage
 from schemas.table import WebhookOutbox
 from worker.backoff import next_delay
-from worker.db import writing
+from worker.db import insert_new, writing
 from worker.ledger import as_utc, utcnow
 from worker.results import encode_result
 from worker.settings import AccountConfig
@@ -94,13 +93,7 @@ def body_for(result: ResultMessage) -> bytes:
 
 
 def _insert_stmt(dialect: str, values: dict[str, Any]) -> Any:
-    if dialect == "postgresql":
-        stmt: Any = postgresql.insert(T).values(**values)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(T).values(**values)
-    else:  # pragma: no cover - only the two supported databases
-        raise RuntimeError(f"unsupported database {dialect}")
-    return stmt.on_conflict_do_nothing(index_elements=["idempotency_key", "revision", "url"]).returning(C.id)
+    return insert_new(dialect, T, values, ["idempotency_key", "revision", "url"])
 
 
 def enqueue(conn: Connection, result: ResultMessage, url: str, now: datetime | None = None) -> bool:

@@ -12,6 +12,8 @@ import re
 from datetime import date, datetime
 from typing import Any
 
+from worker.devtools.sandbox.wire import SandboxRequest
+
 
 class Invalid(Exception):
     def __init__(self, message: str, status: int = 400, code: str | None = None) -> None:
@@ -54,6 +56,17 @@ def body_object(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise Invalid("the request body must be a JSON object")
     return raw
+
+
+def json_body(
+    request: SandboxRequest, not_json: str = "Invalid JSON body", code: str | None = None
+) -> dict[str, Any]:
+    """The request's body as a JSON object; Invalid (`not_json`, e-guma's `code`) when it is not
+    JSON, and Invalid naming the shape when it is JSON but not an object."""
+    try:
+        return body_object(request.json())
+    except ValueError:
+        raise Invalid(not_json, code=code) from None
 
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

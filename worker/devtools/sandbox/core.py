@@ -27,6 +27,7 @@ from worker.devtools.sandbox.accounts import (
     FOURVENUES_V1,
     NO_PERMISSION_KEY,
 )
+from worker.devtools.sandbox.checks import Invalid
 from worker.devtools.sandbox.clock import Clock, iso_z
 from worker.devtools.sandbox.faults import STATUS_TEXT, FaultConfig, fault_name, is_after_create
 from worker.devtools.sandbox.switches import SwitchBoard
@@ -70,6 +71,23 @@ class Simulator(Protocol):
     def error_reply(self, status: int, message: str, switches: Mapping[str, Any]) -> SandboxReply: ...
 
     def reset(self) -> None: ...
+
+
+def run_route(
+    sim: Simulator,
+    route: Route,
+    params: dict[str, str],
+    request: SandboxRequest,
+    ctx: SimContext,
+    account: str,
+) -> SandboxReply:
+    """The route's answer for an authenticated account; a failed check becomes the simulator's
+    own error body (the handlers raise Invalid and never build error replies themselves)."""
+    try:
+        reply: SandboxReply = route.handler(request, ctx, account, **params)
+    except Invalid as exc:
+        return sim.error_reply(exc.status, exc.message, ctx.switches)
+    return reply
 
 
 class Sandbox:

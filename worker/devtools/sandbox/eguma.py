@@ -27,7 +27,7 @@ from typing import Any
 
 from worker.devtools.sandbox import checks
 from worker.devtools.sandbox.catalogue import MERCHANT_LANGUAGE, PRODUCTS, Product
-from worker.devtools.sandbox.checks import Invalid, body_object
+from worker.devtools.sandbox.checks import Invalid, json_body
 from worker.devtools.sandbox.clock import EGUMA_ZONE, dotnet_local
 from worker.devtools.sandbox.core import SimContext
 from worker.devtools.sandbox.idempotency import IdempotencyStore
@@ -464,10 +464,7 @@ class EgumaSim:
 
 
 def _body(request: SandboxRequest) -> dict[str, Any]:
-    try:
-        return body_object(request.json())
-    except ValueError:
-        raise Invalid("The request body is not valid JSON", code="validation_error") from None
+    return json_body(request, "The request body is not valid JSON", code="validation_error")
 
 
 def _product(product_id: str) -> Product:

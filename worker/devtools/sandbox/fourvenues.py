@@ -23,9 +23,9 @@ from typing import Any
 
 from worker.devtools.sandbox.accounts import FOURVENUES_V1, NO_PERMISSION_KEY
 from worker.devtools.sandbox.catalogue import INTEGRATIONS_RATES
-from worker.devtools.sandbox.checks import Invalid, body_object, field, is_date, parse_datetime
+from worker.devtools.sandbox.checks import Invalid, field, is_date, json_body, parse_datetime
 from worker.devtools.sandbox.clock import iso_z
-from worker.devtools.sandbox.core import SimContext
+from worker.devtools.sandbox.core import SimContext, run_route
 from worker.devtools.sandbox.ids import mixed_id, short_code
 from worker.devtools.sandbox.qr import DUPLICATE_QR_MESSAGES, TicketCount, ticket_count
 from worker.devtools.sandbox.truth import IssuedTicket
@@ -86,17 +86,11 @@ class FourvenuesSim:
             account = "default"
         if account is None:
             return self.error_reply(401, "Unauthorized", ctx.switches)
-        try:
-            return route.handler(request, ctx, account, **params)
-        except Invalid as exc:
-            return self.error_reply(exc.status, exc.message, ctx.switches)
+        return run_route(self, route, params, request, ctx, account)
 
     # ---- create --------------------------------------------------------------------------
     def _create(self, request: SandboxRequest, ctx: SimContext, account: str) -> SandboxReply:
-        try:
-            body = body_object(request.json())
-        except ValueError:
-            raise Invalid("Invalid JSON body") from None
+        body = json_body(request)
         quantity = field(body, "quantity", "integer")
         rate_id = field(body, "ticket_rate_id", "string", required=True)
         sale_type = field(body, "sale_type", "string")
@@ -193,10 +187,7 @@ class FourvenuesSim:
     def _refund(self, request: SandboxRequest, ctx: SimContext, account: str, id: str) -> SandboxReply:
         ctx.tally.cancel_calls[id] += 1
         ticket = self._own(account, id)
-        try:
-            body = body_object(request.json())
-        except ValueError:
-            raise Invalid("Invalid JSON body") from None
+        body = json_body(request)
         amount = field(body, "amount", "number", required=True)
         if amount <= 0:
             raise Invalid('"amount" must be greater than 0')

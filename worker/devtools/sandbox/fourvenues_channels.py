@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from worker.devtools.sandbox.catalogue import CHANNEL_RATES, Rate
-from worker.devtools.sandbox.checks import Invalid, body_object, field, is_date, type_ok
+from worker.devtools.sandbox.checks import Invalid, field, is_date, json_body, type_ok
 from worker.devtools.sandbox.clock import iso_z
-from worker.devtools.sandbox.core import SimContext
+from worker.devtools.sandbox.core import SimContext, run_route
 from worker.devtools.sandbox.ids import hex_id, short_code
 from worker.devtools.sandbox.qr import DUPLICATE_QR_MESSAGES, ticket_count
 from worker.devtools.sandbox.truth import IssuedTicket
@@ -87,10 +87,7 @@ class ChannelsSim:
         account = ctx.account_for(request.headers.get("x-api-key"))
         if account is None:
             return self.error_reply(401, "Invalid API key", ctx.switches)
-        try:
-            return route.handler(request, ctx, account, **params)
-        except Invalid as exc:
-            return self.error_reply(exc.status, exc.message, ctx.switches)
+        return run_route(self, route, params, request, ctx, account)
 
     def _auth(self, request: SandboxRequest, ctx: SimContext, account: str) -> SandboxReply:
         channel = {"_id": channel_id(account), "name": f"Sandbox {account}", "slug": f"sandbox-{account}"}
@@ -101,10 +98,7 @@ class ChannelsSim:
 
     # ---- create --------------------------------------------------------------------------
     def _create(self, request: SandboxRequest, ctx: SimContext, account: str) -> SandboxReply:
-        try:
-            body = body_object(request.json())
-        except ValueError:
-            raise Invalid("Invalid JSON body") from None
+        body = json_body(request)
         quantity = field(body, "quantity", "integer")
         rate_id = field(body, "ticket_rate_id", "string", required=True)
         tickets = field(body, "tickets", "array", required=True)
@@ -161,10 +155,7 @@ class ChannelsSim:
         ticket = self.tickets.get(id)
         if ticket is None or ticket["account"] != account:
             raise Invalid("Ticket not found", 404)
-        try:
-            body = body_object(request.json())
-        except ValueError:
-            raise Invalid("Invalid JSON body") from None
+        body = json_body(request)
         amount = field(body, "amount", "number", required=True)
         if amount <= 0:
             raise Invalid('"amount" must be greater than 0')

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from worker.devtools.sandbox.accounts import NO_PERMISSION_KEY
-from worker.devtools.sandbox.checks import Invalid, body_object, field, parse_datetime
+from worker.devtools.sandbox.checks import Invalid, field, json_body, parse_datetime
 from worker.devtools.sandbox.clock import iso_z
-from worker.devtools.sandbox.core import SimContext
+from worker.devtools.sandbox.core import SimContext, run_route
 from worker.devtools.sandbox.ids import hex_id
 from worker.devtools.sandbox.truth import IssuedTicket
 from worker.devtools.sandbox.wire import Route, SandboxReply, SandboxRequest
@@ -71,17 +71,11 @@ class RemyPassSim:
         account = ctx.account_for(key)
         if account is None:
             return self.error_reply(401, "Missing or invalid API key", {})
-        try:
-            return route.handler(request, ctx, account, **params)
-        except Invalid as exc:
-            return self.error_reply(exc.status, exc.message, ctx.switches)
+        return run_route(self, route, params, request, ctx, account)
 
     # ---- create --------------------------------------------------------------------------
     def _create(self, request: SandboxRequest, ctx: SimContext, account: str) -> SandboxReply:
-        try:
-            body = body_object(request.json())
-        except ValueError:
-            raise Invalid("Invalid JSON body") from None
+        body = json_body(request)
         booking_id = field(body, "bookingId", "string", required=True)
         film = field(body, "film", "string", required=True)
         start = field(body, "startTime", "string", required=True)

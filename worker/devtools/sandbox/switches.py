@@ -30,6 +30,23 @@ def _table(*switches: Switch) -> dict[str, Switch]:
 
 _DUP_WORDING = ("must_be_unique", "already_exists", "duplicate")
 
+# Both Fourvenues APIs take a client-chosen qr_code and document neither way of treating a
+# repeated one; the two simulators read the same pair of switches.
+_DUPLICATE_QR = (
+    Switch(
+        "duplicate_qr",
+        ("accept", "refuse"),
+        "accept",
+        "nothing says whether a repeated qr_code is refused",
+    ),
+    Switch(
+        "duplicate_qr_message",
+        _DUP_WORDING,
+        "must_be_unique",
+        "no error text for a repeated qr_code is documented (used when duplicate_qr=refuse)",
+    ),
+)
+
 SWITCHES: dict[str, dict[str, Switch]] = {
     "remypass": _table(
         Switch(
@@ -65,18 +82,7 @@ SWITCHES: dict[str, dict[str, Switch]] = {
             "the docs never say a sent qr_code becomes the ticket's code (their example sends "
             "QRCODE123ABC and answers code P6J21FF2S)",
         ),
-        Switch(
-            "duplicate_qr",
-            ("accept", "refuse"),
-            "accept",
-            "nothing says whether a repeated qr_code is refused",
-        ),
-        Switch(
-            "duplicate_qr_message",
-            _DUP_WORDING,
-            "must_be_unique",
-            "no error text for a repeated qr_code is documented (used when duplicate_qr=refuse)",
-        ),
+        *_DUPLICATE_QR,
         Switch(
             "quantity_rule",
             ("quantity", "tickets", "must_match"),
@@ -117,18 +123,7 @@ SWITCHES: dict[str, dict[str, Switch]] = {
         ),
     ),
     "fourvenues_channels": _table(
-        Switch(
-            "duplicate_qr",
-            ("accept", "refuse"),
-            "accept",
-            "nothing says whether a repeated qr_code is refused",
-        ),
-        Switch(
-            "duplicate_qr_message",
-            _DUP_WORDING,
-            "must_be_unique",
-            "no error text for a repeated qr_code is documented (used when duplicate_qr=refuse)",
-        ),
+        *_DUPLICATE_QR,
         Switch(
             "quantity_rule",
             ("quantity", "tickets", "must_match"),

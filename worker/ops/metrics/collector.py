@@ -36,8 +36,6 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 
 from schemas.envelope import PROVIDERS
@@ -49,20 +47,6 @@ from worker.queues import Depths, read_depths
 from worker.settings import Settings
 
 log = logging.getLogger("ticketrelay.metrics")
-
-
-class ExporterSettings(BaseSettings):
-    """The exporter's own setting, read like every TICKETRELAY_* variable.
-    TODO(settings): a field of worker.settings.Settings once that file takes it."""
-
-    model_config = SettingsConfigDict(env_prefix="TICKETRELAY_", extra="ignore")
-
-    metrics_cache_s: float = Field(default=5.0, ge=0, le=300)
-
-
-def cache_seconds(settings: Settings) -> float:
-    found = getattr(settings, "metrics_cache_s", None)
-    return float(found) if found is not None else ExporterSettings().metrics_cache_s
 
 
 @dataclass

@@ -20,7 +20,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 
 from worker import redis_clients
 from worker.db import make_engine
-from worker.ops.metrics.collector import TicketrelayCollector, cache_seconds
+from worker.ops.metrics.collector import TicketrelayCollector
 from worker.outage import outage_collectors
 from worker.settings import AccountsError, Settings, get_accounts, get_settings
 
@@ -75,7 +75,7 @@ class MetricsServer:
             self.engine,
             self.client,
             accounts.keys(),
-            cache_s=cache_seconds(settings) if cache_s is None else cache_s,
+            cache_s=settings.metrics_cache_s if cache_s is None else cache_s,
         )
         self.registry.register(self.collector)
         for extra in outage_collectors(self.client, settings.metrics_key, accounts.keys()):
