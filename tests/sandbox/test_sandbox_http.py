@@ -138,3 +138,18 @@ def test_query_key_and_reset_over_http(http: httpx.Client) -> None:
     eguma(http, eg_booking())
     assert http.post("/_sandbox/reset").status_code == 200
     assert http.get("/_sandbox/ground-truth").json()["eguma"]["tickets"] == 0
+
+
+def test_the_date_header_follows_the_simulated_clock(http: httpx.Client, sandbox: Sandbox) -> None:
+    """Real servers send Date; the simulators' is their own clock (tickets' created_at come from
+    it), on the wire and in-process alike."""
+    from email.utils import parsedate_to_datetime
+
+    sandbox.advance_clock(3 * 86400)
+    wire = parsedate_to_datetime(remypass(http).headers["date"]).timestamp()
+    in_process = parsedate_to_datetime(
+        sandbox.handle(httpx.Request("GET", "http://sandbox/_sandbox/faults")).headers["date"]
+    ).timestamp()
+    for seen in (wire, in_process):
+        assert abs(seen - sandbox.now()) < 3
+        assert seen - time.time() > 3 * 86400 - 5

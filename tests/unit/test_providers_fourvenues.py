@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -409,6 +410,41 @@ def test_one_object_for_two_tickets_is_confirmed_by_the_events_listing() -> None
     [listing] = fake.calls("GET", CREATE)
     assert listing.url.params["event_id"] == "ev1" and listing.url.params["date_field"] == "created_at"
     assert listing.url.params["limit"] == "500"
+
+
+def test_the_listing_is_read_only_around_the_answers_date_by_the_providers_clock() -> None:
+    """The purchase was made while our request ran: the window is the answer's Date (the
+    provider's clock, however far ours is off) less the request's time, not an hour of the
+    event's tickets."""
+    answer = created(person("GEN1", 1, "pay1"))
+    answer.headers["Date"] = "Tue, 15 Dec 2026 10:00:00 GMT"  # our clock says otherwise
+    fake = (
+        FakeProvider()
+        .on("POST", CREATE, answer)
+        .on("GET", CREATE, listed(person("GEN1", 1, "pay1"), person("GEN2", 2, "pay1")))
+    )
+    with fake.client() as client:
+        outcome = fourvenues.issue(client, attempt("fourvenues", fv_payload(2), qr_codes=CODES))
+    assert outcome.kind is OutcomeKind.ISSUED and len(outcome.tickets) == 2
+    [listing] = fake.calls("GET", CREATE)
+    start = datetime.fromisoformat(listing.url.params["start_date"].replace("Z", "+00:00"))
+    end = datetime.fromisoformat(listing.url.params["end_date"].replace("Z", "+00:00"))
+    date = datetime(2026, 12, 15, 10, 0, tzinfo=UTC)
+    assert date - timedelta(seconds=5) <= start < date < end <= date + timedelta(seconds=5)
+
+
+def test_without_a_date_the_listing_window_is_ours_widened_for_skew() -> None:
+    fake = (
+        FakeProvider()
+        .on("POST", CREATE, created(person("GEN1", 1, "pay1")))
+        .on("GET", CREATE, listed(person("GEN1", 1, "pay1"), person("GEN2", 2, "pay1")))
+    )
+    now = datetime.now(UTC)
+    with fake.client() as client:
+        fourvenues.issue(client, attempt("fourvenues", fv_payload(2), qr_codes=CODES))
+    [listing] = fake.calls("GET", CREATE)
+    start = datetime.fromisoformat(listing.url.params["start_date"].replace("Z", "+00:00"))
+    assert start <= now - timedelta(minutes=29)
 
 
 def test_a_lost_answer_matched_in_the_listing_is_named_for_review_never_reported_issued() -> None:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -47,6 +49,26 @@ from worker.providers.pipeline import Adapter, Call
 _DUPLICATE_CODE = re.compile(
     r"already\s+exist|duplicat|already\s+(?:used|in\s+use|taken)|unique", re.IGNORECASE
 )
+
+
+def provider_time(response: httpx.Response) -> datetime | None:
+    """When the provider answered, by its own clock: the HTTP Date header (RFC 9110 has every
+    server with a clock send one). None when absent or unreadable."""
+    value = response.headers.get("date")
+    if not value:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _took(response: httpx.Response) -> timedelta:
+    try:
+        return response.elapsed
+    except RuntimeError:  # a response built by hand (tests) was never timed
+        return timedelta(0)
 
 
 @dataclass(frozen=True)
@@ -134,9 +156,17 @@ class FourvenuesAdapter(Adapter):
         """Another way to find what a lost attempt created, when codes cannot; None: not found."""
         return None
 
-    def confirm_purchase(self, call: Call, answered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def confirm_purchase(
+        self,
+        call: Call,
+        answered: list[dict[str, Any]],
+        answered_at: datetime | None = None,
+        took: timedelta = timedelta(0),
+    ) -> list[dict[str, Any]]:
         """The other tickets of the purchase a created answer belongs to, as the provider lists
-        them (the answer may show one ticket for several)."""
+        them (the answer may show one ticket for several). `answered_at`: the answer's own
+        time by the provider's clock (its Date header), None when it sent none; `took`: how
+        long our request ran."""
         return []
 
     # --- codes -------------------------------------------------------------------------------
@@ -249,7 +279,7 @@ class FourvenuesAdapter(Adapter):
         # Fewer tickets in the answer than asked for: first the provider's own listing of the
         # purchase, then the sent codes it lacks, one by one.
         known_ids = {text(t.get("_id")) for t in confirmed} - {None}
-        for ticket in self.confirm_purchase(call, confirmed):
+        for ticket in self.confirm_purchase(call, confirmed, provider_time(response), _took(response)):
             if text(ticket.get("_id")) not in known_ids:
                 confirmed.append(ticket)
                 known_ids.add(text(ticket.get("_id")))

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from email.utils import formatdate
 from typing import Any, Protocol
 
 import httpx
@@ -223,7 +224,11 @@ class Sandbox:
             raise httpx.RemoteProtocolError(
                 "Server disconnected without sending a response.", request=request
             )
-        return httpx.Response(reply.status, headers=reply.headers, content=reply.body)
+        headers = dict(reply.headers)
+        # Every HTTP server with a clock sends Date (RFC 9110 6.6.1); this one's is the
+        # simulated clock, the one its tickets' created_at come from.
+        headers.setdefault("Date", formatdate(self.now(), usegmt=True))
+        return httpx.Response(reply.status, headers=headers, content=reply.body)
 
     # ---- shared by both fronts -----------------------------------------------------------
     def dispatch(

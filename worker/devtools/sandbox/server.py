@@ -11,6 +11,7 @@ import argparse
 import sys
 import threading
 import time
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -88,6 +89,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(reply.body)))
         self.end_headers()
         self.wfile.write(reply.body)
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header by the simulated clock (the one tickets' created_at come from).
+        return formatdate(self.server.sandbox.now() if timestamp is None else timestamp, usegmt=True)
 
     def log_message(self, format: str, *args: object) -> None:
         return  # never log request lines: they may hold an API key
