@@ -24,7 +24,8 @@ from worker.providers.fourvenues import provider as _fourvenues
 from worker.providers.fourvenues_channels import provider as _fourvenues_channels
 from worker.providers.pipeline import Adapter, ProbeResult
 from worker.providers.remypass import provider as _remypass
-from worker.settings import AccountConfig
+from worker.providers.transport import PooledTransport
+from worker.settings import AccountConfig, get_settings
 
 # The envelope's `provider` values, in the contract's order.
 PROVIDERS: dict[str, Adapter] = {p.name: p for p in (_remypass, _fourvenues, _fourvenues_channels, _eguma)}
@@ -51,10 +52,18 @@ def build_client(account: AccountConfig, *, transport: httpx.BaseTransport | Non
         timeout=httpx.Timeout(account.timeout_s),
         follow_redirects=False,
         headers={"User-Agent": "ticketrelay"},
-        transport=transport,
+        transport=transport or _pooled(account.provider, account.name, account.base_url),
         limits=CONNECTION_LIMITS,
         verify=_tls_context(),
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _pooled(provider: str, name: str, base_url: str) -> PooledTransport:
+    """One connection pool per account, shared by every thread's client (see transport.py),
+    sized for the calls this process makes at once."""
+    del provider, name, base_url  # the cache key: one pool per account and address
+    return PooledTransport(ssl_context=_tls_context(), maxsize=get_settings().worker_concurrency)
 
 
 @functools.cache
