@@ -39,6 +39,10 @@ IDLE_LEAVES = (
     "select (selectors.py",
     "Queue.get (queue.py",
     "SimpleQueue.get (",
+    # Waiting for a lock in our own code: the group commit's leader and SQLite's writer turn
+    # (worker/db.py); the work those locks guard shows up under SQL frames.
+    "GroupCommit.run (worker/db.py",
+    "writing (worker/db.py",
 )
 
 
