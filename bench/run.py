@@ -42,6 +42,7 @@ from bench.load import (
 )
 from bench.report import Report, Target, machine
 from bench.system import BenchError, Options, System, dump_json
+from worker.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 
@@ -58,7 +59,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--soak", type=int, help="bookings of the soak (50000; quick 2000; 0 skips it)")
     p.add_argument("--soak-window", type=int, default=500, help="bookings in flight during the soak")
     p.add_argument("--profile-s", type=int, help="py-spy seconds on the worker (20; quick 5; 0 skips it)")
-    p.add_argument("--concurrency", type=int, default=64, help="TICKETRELAY_WORKER_CONCURRENCY (64)")
+    shipped = int(Settings.model_fields["worker_concurrency"].default)
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=shipped,
+        help=f"TICKETRELAY_WORKER_CONCURRENCY (the shipped default, {shipped})",
+    )
     p.add_argument("--workers", type=int, default=1, help="Celery worker processes (1)")
     p.add_argument(
         "--providers",

@@ -119,7 +119,11 @@ class Settings(LogSettings):
     bulk_queue: str = "ticketrelay.bulk"
     visibility_timeout_s: int = 600
     task_time_limit_s: int = 120
-    worker_concurrency: int = 32
+    # Calls in flight per worker process (the threads that run a batch's keys; Celery's own
+    # thread pool has as many). 128 by measurement (bench/RESULTS.md): at 250 ms of provider
+    # latency 64 threads capped a process at 256 calls/s and 256 threads cost more CPU per
+    # booking at 0 ms; 128 was within noise of the best of both.
+    worker_concurrency: int = Field(default=128, ge=1, le=1024)
     # Keys per issue task at most. Intake sends the keys it read together in one task, so a
     # busy stream pays Celery's per-message cost (about 2 ms of worker CPU: the fetch, the ack
     # and three task events) once per batch; a quiet one still sends one key per task.
