@@ -565,6 +565,9 @@ class System:
         for path in sorted(self.log_dir.glob("*.log")):
             with path.open(errors="replace") as fh:
                 for line in fh:
+                    # Our own stop between databases, not something that went wrong.
+                    if "Initiating Soft Shutdown" in line:
+                        continue
                     for name, pat in patterns.items():
                         if pat in line:
                             found[name] += 1
