@@ -6,10 +6,11 @@ import math
 import os
 import platform
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
+from bench.compare import SIDE_HEADER
 from bench.load import PhaseFigures
 
 
@@ -172,6 +173,8 @@ class Report:
     problems: list[str]
     notes: list[str]
     profile_md: str = ""
+    # Rows of bench.compare.SIDE_HEADER: each database's figures and their ratio.
+    comparison: list[list[str]] = field(default_factory=list)
 
     def text(self) -> str:
         parts = [
@@ -181,6 +184,8 @@ class Report:
                 ["target (reported, not asserted)", "actual", "target", "ratio", "verdict"],
                 [t.row() for t in self.targets],
             ),
+            "",
+            text_table(SIDE_HEADER, self.comparison) if self.comparison else "",
             "",
             text_table(PHASE_HEADER, phase_rows(self.phases)),
             "",
@@ -212,6 +217,25 @@ class Report:
             "",
             md_table(["target", "actual", "target", "ratio", "verdict"], [t.row() for t in self.targets]),
             "",
+        ]
+        if self.comparison:
+            parts += [
+                "## SQLite and PostgreSQL side by side",
+                "",
+                "Each database's end-to-end phases ran on their own fresh database, Redis and "
+                "sandbox. Verdicts: one per database, in column order, then PostgreSQL / SQLite's. "
+                "Per booking: deltas over the 0 ms burst divided by the bookings done. Redis "
+                "commands and bytes (INFO commandstats, total_net_input/output_bytes) are all "
+                "clients', the benchmark's XADD and XREADs included. SQL: pg_stat_database of the "
+                "bench database (read after its statistics settle; SQLite keeps no such counters, "
+                "and statements are not counted: pg_stat_statements is not loaded); rows fetched "
+                "and returned are PostgreSQL's tup_fetched and tup_returned. CPU: user+system of "
+                "each kind of process (N workers or intakes added up).",
+                "",
+                md_table(SIDE_HEADER, self.comparison),
+                "",
+            ]
+        parts += [
             "## Phases",
             "",
             "Latency: from the producer's XADD (t0 in the envelope's metadata) to the result read "

@@ -24,8 +24,11 @@ from urllib.parse import urlparse
 import httpx
 import psutil
 import redis
+from sqlalchemy import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
+# PostgreSQL's PGSTAT_IDLE_INTERVAL (10 s) and a margin: see System.settle_db_stats.
+PG_STATS_IDLE_S = 10.5
 
 
 class BenchError(RuntimeError):
@@ -52,6 +55,24 @@ def wait_for(
                 return value
         time.sleep(0.1)
     raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def postgres_answers(url: str, timeout_s: int = 3) -> bool:
+    """Whether a PostgreSQL server accepts a connection at `url` (within a few seconds)."""
+    from sqlalchemy import create_engine, text
+
+    try:
+        engine = create_engine(url, connect_args={"connect_timeout": timeout_s})
+    except Exception:
+        return False
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+    finally:
+        engine.dispose()
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:
@@ -108,6 +129,8 @@ class Options:
     database_url: str | None = None
     concurrency: int = 64
     workers: int = 1
+    # Intake processes on the one bookings stream: one consumer group, a consumer name each.
+    intakes: int = 1
     # > 0: these workers consume only the bulk queue and the others only the live queue (the
     # production layout for big nightly runs); 0: every worker consumes both.
     bulk_workers: int = 0
@@ -267,6 +290,9 @@ class System:
         self.redis_version = "?"
         self.database_url = ""
         self._drop_database: Callable[[], None] | None = None
+        self._sqlite_n = 0
+        self._stats_engine: Engine | None = None
+        self._stats_url = ""
         self.sandbox_url = ""
         self.worker_names: list[str] = []
         self.r: redis.Redis | None = None
@@ -317,14 +343,60 @@ class System:
             f"{info.get('server_name', 'redis')} {info.get('valkey_version') or info.get('redis_version')}"
         )
 
-    def start_database(self) -> None:
+    def start_database(self, url: str | None = None) -> None:
+        """A fresh, migrated database: `url` (or Options.database_url) names a PostgreSQL
+        server (a new database is created on it) or a SQLite file; none: a SQLite file in the
+        temp dir, a new one on every call."""
         from worker.ops.migrate import upgrade
 
-        if self.opts.database_url and not self.opts.database_url.startswith("sqlite"):
-            self.database_url = self._fresh_postgres(self.opts.database_url)
+        url = url if url is not None else self.opts.database_url
+        if url and not url.startswith("sqlite"):
+            self.database_url = self._fresh_postgres(url)
         else:
-            self.database_url = self.opts.database_url or f"sqlite:///{self.tmp / 'ticketrelay.db'}"
+            self._sqlite_n += 1
+            self.database_url = url or f"sqlite:///{self.tmp / f'ticketrelay-{self._sqlite_n}.db'}"
         upgrade(self.database_url)
+
+    def drop_database(self) -> None:
+        if self._drop_database is not None:
+            with contextlib.suppress(Exception):
+                self._drop_database()
+            self._drop_database = None
+
+    def db_stats(self) -> dict[str, float]:
+        """Counters of the current database, for per-booking deltas. PostgreSQL:
+        pg_stat_database of the bench database (transactions, tuples) and its size; SQLite:
+        the size of the file and its WAL (SQLite counts no statements for other processes)."""
+        if self.database_url.startswith("sqlite"):
+            from sqlalchemy.engine import make_url
+
+            path = Path(make_url(self.database_url).database or "")
+            size = sum(q.stat().st_size for q in (path, Path(f"{path}-wal")) if q.exists())
+            return {"db_bytes": float(size)}
+        from sqlalchemy import create_engine, text
+
+        if self._stats_engine is None or self._stats_url != self.database_url:
+            if self._stats_engine is not None:
+                self._stats_engine.dispose()
+            # AUTOCOMMIT: every read its own transaction, so no cached statistics snapshot.
+            self._stats_engine = create_engine(self.database_url, isolation_level="AUTOCOMMIT")
+            self._stats_url = self.database_url
+        with self._stats_engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, "
+                    "tup_fetched, tup_returned, pg_database_size(datname) AS db_bytes "
+                    "FROM pg_stat_database WHERE datname = current_database()"
+                )
+            ).one()
+        return {k: float(v) for k, v in row._mapping.items()}
+
+    def settle_db_stats(self) -> None:
+        """PostgreSQL publishes a backend's counters at most once a second while it works and
+        up to 10 s after it went idle (PGSTAT_IDLE_INTERVAL), so deltas taken right at the
+        end of a phase would miss its tail. Waits that long after the system went quiet."""
+        if not self.database_url.startswith("sqlite"):
+            time.sleep(PG_STATS_IDLE_S)
 
     def _fresh_postgres(self, url: str) -> str:
         """A new database on the given server, dropped at the end."""
@@ -347,6 +419,32 @@ class System:
 
         self._drop_database = drop
         return base.set(database=name).render_as_string(hide_password=False)
+
+    def restart_sandbox(self) -> None:
+        """A fresh sandbox (empty provider state), so a later database's run does not meet
+        the orders of an earlier one."""
+        self.monitor.remove("sandbox")
+        self.procs.stop(["sandbox"], timeout=10)
+        self.start_sandbox()
+
+    def reset_redis(self, tag: str) -> None:
+        """Empties what the previous run left in Redis (streams, queue, group, metrics): the
+        embedded server is ours, so FLUSHALL; on a shared one, our keys go and the next run
+        gets names of its own."""
+        assert self.r is not None
+        if self.opts.redis_url:
+            self._delete_keys()
+            self.names = Names.unique(f"{self.run_id}-{tag}")
+        else:
+            self.r.flushall()
+
+    def _delete_keys(self) -> None:
+        assert self.r is not None
+        with contextlib.suppress(redis.RedisError):
+            n = self.names
+            self.r.delete(
+                n.intake_stream, n.results_stream, n.dead_stream, n.queue, n.metrics_key, n.bulk_queue
+            )
 
     def start_sandbox(self) -> None:
         port = free_port()
@@ -389,8 +487,13 @@ class System:
     def start_ticketrelay(self) -> None:
         env = self.env()
         cli = [sys.executable, "-m", "worker.ops.cli"]
-        proc = self.procs.start("intake", [*cli, "intake"], env, self.tmp)
-        self.monitor.add("intake", proc.pid)
+        # Intakes share the stream's consumer group (worker/intake.py); each needs its own
+        # consumer name, or they would take each other's pending entries for their own.
+        for name in self.intake_names():
+            proc = self.procs.start(
+                name, [*cli, "intake"], {**env, "TICKETRELAY_CONSUMER_NAME": f"bench-{name}"}, self.tmp
+            )
+            self.monitor.add(name, proc.pid)
         split = self.opts.bulk_workers > 0
         plan = [
             (f"worker{i}" if self.opts.workers > 1 else "worker", self.names.queue if split else None)
@@ -410,10 +513,26 @@ class System:
         time.sleep(0.5)
         self.procs.check()
 
-    def start(self) -> None:
+    def intake_names(self) -> list[str]:
+        n = self.opts.intakes
+        return [f"intake{i}" if n > 1 else "intake" for i in range(1, n + 1)]
+
+    def start(self, database_url: str | None = None) -> None:
         self.start_redis()
-        self.start_database()
+        self.start_database(database_url)
         self.start_sandbox()
+
+    def stop_ticketrelay(self) -> None:
+        """Stops intake, workers and beat (Redis and the sandbox stay), and drops the database."""
+        names = [n for n in self.procs.procs if n not in ("redis", "sandbox")]
+        for n in names:
+            self.monitor.remove(n)
+        self.procs.stop(names, timeout=25)
+        self.worker_names = []
+        if self._stats_engine is not None:
+            self._stats_engine.dispose()
+            self._stats_engine = None
+        self.drop_database()
 
     def stop(self) -> None:
         self.monitor.close()
@@ -421,14 +540,10 @@ class System:
         self.procs.stop([n for n in self.procs.procs if n not in ("redis", "sandbox")], timeout=25)
         self.procs.stop(timeout=10)
         if self.opts.redis_url and self.r is not None:
-            with contextlib.suppress(redis.RedisError):
-                n = self.names
-                self.r.delete(
-                    n.intake_stream, n.results_stream, n.dead_stream, n.queue, n.metrics_key, n.bulk_queue
-                )
-        if self._drop_database is not None:
-            with contextlib.suppress(Exception):
-                self._drop_database()
+            self._delete_keys()
+        if self._stats_engine is not None:
+            self._stats_engine.dispose()
+        self.drop_database()
 
     # ---- what went wrong -----------------------------------------------------------------
     def log_findings(self) -> dict[str, int]:
@@ -450,6 +565,9 @@ class System:
         for path in sorted(self.log_dir.glob("*.log")):
             with path.open(errors="replace") as fh:
                 for line in fh:
+                    # Our own stop between databases, not something that went wrong.
+                    if "Initiating Soft Shutdown" in line:
+                        continue
                     for name, pat in patterns.items():
                         if pat in line:
                             found[name] += 1
