@@ -114,12 +114,26 @@ def make_engine(url: str, pool_size: int = 10, options: PoolOptions | None = Non
 
 
 # --- waiting for a connection PostgreSQL refuses for now -----------------------------------
-# A server at max_connections answers "sorry, too many clients already" (SQLSTATE 53300), one
-# starting up or shutting down "the database system is starting up" (57P03), a restart leaves
-# nothing listening for a moment (no SQLSTATE: connection refused). Raised into the issue path,
-# each dropped its key to the sweeper; waiting here turns them into a delay instead. Errors
-# about the request itself (a wrong password, a database that does not exist) raise at once.
+# A server at max_connections answers "sorry, too many clients already", a role at its limit
+# "too many connections for role", one starting up or shutting down "the database system is
+# starting up"; a restart leaves nothing listening for a moment (connection refused). Raised
+# into the issue path, each dropped its key to the sweeper; waiting here turns them into a
+# delay instead. psycopg's connect errors carry no SQLSTATE (libpq reports a failed start-up
+# as text only), so the errors that are about the request itself, and would fail the same way
+# for ever, are told by their text and raise at once: a wrong password or user, a database
+# that does not exist, a host pg_hba.conf refuses. (A server with non-English lc_messages
+# makes those wait connect_wait_s first, then raise all the same.)
 _REFUSED_CLASSES = ("08", "53", "57")
+_PERMANENT = (
+    "password authentication failed",
+    "authentication failed",
+    "does not exist",
+    "no pg_hba.conf entry",
+    "not permitted to log in",
+    "permission denied",
+    "invalid connection option",
+    "invalid dsn",
+)
 CONNECT_BACKOFF_S = (0.05, 2.0)  # first wait, longest wait
 _stopping = threading.Event()
 _refusals = {"count": 0, "logged_at": 0.0}
@@ -133,10 +147,13 @@ def stop_waiting() -> None:
 
 
 def _refused_for_now(exc: BaseException) -> bool:
+    if type(exc).__name__ != "OperationalError":
+        return False  # a ProgrammingError (bad option) and the like: about the request
     code = getattr(exc, "sqlstate", None)
-    if code is None:
-        return True  # nothing listening, a timeout, the server closed the socket at start
-    return isinstance(code, str) and code[:2] in _REFUSED_CLASSES
+    if isinstance(code, str):
+        return code[:2] in _REFUSED_CLASSES
+    message = str(exc).lower()
+    return not any(marker in message for marker in _PERMANENT)
 
 
 def _connect(connect: Callable[[], Any], wait_s: float) -> Any:
