@@ -10,7 +10,7 @@ import time
 
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import heartbeat_sent, worker_shutting_down
+from celery.signals import heartbeat_sent, worker_ready, worker_shutting_down
 from celery.signals import setup_logging as celery_setup_logging
 
 from worker import kombu_patches, redis_clients
@@ -164,9 +164,20 @@ def _touch_heartbeat(**_kwargs: object) -> None:
     _worker_heartbeat.beat()
 
 
+@worker_ready.connect
+def _check_connection_budget(**_kwargs: object) -> None:
+    from worker import db, db_budget
+
+    settings = get_settings()
+    db_budget.check_in_background(db.get_engine(), db.pool_options(settings))
+
+
 @worker_shutting_down.connect
 def _on_shutdown(how: str = "", **_kwargs: object) -> None:
     _worker_heartbeat.clear()  # not ready while draining
+    from worker import db
+
+    db.stop_waiting()  # threads waiting for a refused connection give up: the process is ending
     if how != "Cold":
         return  # a warm shutdown (plain SIGTERM without REMAP_SIGTERM) waits as Celery says
     # With the thread pool, Celery's cold shutdown still waits for running threads, so a hung

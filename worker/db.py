@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
@@ -12,18 +16,59 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
+
+log = logging.getLogger("ticketrelay.db")
 
 
-def make_engine(url: str, pool_size: int = 10) -> Engine:
+@dataclass(frozen=True)
+class PoolOptions:
+    """How one process uses PostgreSQL (docs/operations.md#connection-budget). The defaults
+    are the settings' defaults; `pool_options(settings)` reads them."""
+
+    pool_size: int = 8
+    max_overflow: int = 2
+    # Work that finds every connection of the pool busy waits this long for one, then fails.
+    timeout_s: float = 30.0
+    # A refused connect is tried again with backoff for this long at most (see _connect).
+    connect_wait_s: float = 30.0
+    # psycopg's prepare_threshold=None: no server-side prepared statements (PgBouncer in
+    # transaction pooling mode hands each transaction a different server connection).
+    prepared_statements: bool = True
+    # Shown in pg_stat_activity.application_name: which process holds a connection.
+    application_name: str = "ticketrelay"
+
+    @property
+    def most(self) -> int:
+        """Connections this process may hold at once."""
+        return self.pool_size + self.max_overflow
+
+
+def pool_options(settings: Settings, pool_size: int | None = None) -> PoolOptions:
+    return PoolOptions(
+        pool_size=pool_size or settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        timeout_s=settings.database_pool_timeout_s,
+        connect_wait_s=settings.database_connect_wait_s,
+        prepared_statements=not settings.database_transaction_pooler,
+        # host-pid: the connections of a process that was killed can be told apart.
+        application_name=f"ticketrelay {settings.consumer_name}"[:63],
+    )
+
+
+def make_engine(url: str, pool_size: int = 10, options: PoolOptions | None = None) -> Engine:
+    """An engine for `url`. On PostgreSQL its pool is bounded by `options` (default: a pool of
+    `pool_size`, overflow and waits as the PoolOptions defaults); on SQLite, `pool_size`
+    connections plus as many again, as before (one file, one host: no server to exhaust)."""
     if url.startswith("sqlite"):
         # Worker threads share one file: WAL lets readers and one writer work side by side,
         # busy_timeout makes a writer wait for the lock instead of failing at once.
+        size = options.pool_size if options else pool_size
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=pool_size,
-            max_overflow=pool_size,
+            pool_size=size,
+            max_overflow=size,
             pool_pre_ping=False,
         )
 
@@ -36,6 +81,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
             cur.close()
 
         return engine
+    opts = options or PoolOptions(pool_size=pool_size)
     # pre_ping: a PostgreSQL restart must not turn into errors on the next booking. Timeouts and
     # TCP keepalives: a database host that vanishes without a reset must raise, not hang.
     connect_args: dict[str, Any] = {}
@@ -46,25 +92,122 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
             "keepalives_idle": 30,
             "keepalives_interval": 10,
             "keepalives_count": 3,
+            "application_name": opts.application_name,
         }
-    return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, connect_args=connect_args
+        if not opts.prepared_statements:
+            connect_args["prepare_threshold"] = None
+    engine = create_engine(
+        url,
+        pool_size=opts.pool_size,
+        max_overflow=opts.max_overflow,
+        pool_timeout=opts.timeout_s,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+    )
+    if url.startswith("postgresql") and opts.connect_wait_s > 0:
+
+        @event.listens_for(engine, "do_connect")
+        def _patient(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            return _connect(lambda: dialect.connect(*cargs, **cparams), opts.connect_wait_s)
+
+    return engine
+
+
+# --- waiting for a connection PostgreSQL refuses for now -----------------------------------
+# A server at max_connections answers "sorry, too many clients already", a role at its limit
+# "too many connections for role", one starting up or shutting down "the database system is
+# starting up"; a restart leaves nothing listening for a moment (connection refused). Raised
+# into the issue path, each dropped its key to the sweeper; waiting here turns them into a
+# delay instead. psycopg's connect errors carry no SQLSTATE (libpq reports a failed start-up
+# as text only), so the errors that are about the request itself, and would fail the same way
+# for ever, are told by their text and raise at once: a wrong password or user, a database
+# that does not exist, a host pg_hba.conf refuses. (A server with non-English lc_messages
+# makes those wait connect_wait_s first, then raise all the same.)
+_REFUSED_CLASSES = ("08", "53", "57")
+_PERMANENT = (
+    "password authentication failed",
+    "authentication failed",
+    "does not exist",
+    "no pg_hba.conf entry",
+    "not permitted to log in",
+    "permission denied",
+    "invalid connection option",
+    "invalid dsn",
+)
+CONNECT_BACKOFF_S = (0.05, 2.0)  # first wait, longest wait
+_stopping = threading.Event()
+_refusals = {"count": 0, "logged_at": 0.0}
+_refusals_lock = threading.Lock()
+REFUSAL_LOG_EVERY_S = 5.0
+
+
+def stop_waiting() -> None:
+    """The process is shutting down: connects stop waiting and raise their last error."""
+    _stopping.set()
+
+
+def _refused_for_now(exc: BaseException) -> bool:
+    if type(exc).__name__ != "OperationalError":
+        return False  # a ProgrammingError (bad option) and the like: about the request
+    code = getattr(exc, "sqlstate", None)
+    if isinstance(code, str):
+        return code[:2] in _REFUSED_CLASSES
+    message = str(exc).lower()
+    return not any(marker in message for marker in _PERMANENT)
+
+
+def _connect(connect: Callable[[], Any], wait_s: float) -> Any:
+    """connect(), tried again with jittered, doubling waits while the server refuses for now,
+    for `wait_s` in all at most (and not once the process is stopping)."""
+    deadline = time.monotonic() + wait_s
+    delay, longest = CONNECT_BACKOFF_S
+    while True:
+        try:
+            return connect()
+        except Exception as exc:
+            pause = delay * random.uniform(0.5, 1.5)
+            if not _refused_for_now(exc) or _stopping.is_set() or time.monotonic() + pause > deadline:
+                raise
+            _note_refusal(exc)
+            if _stopping.wait(pause):
+                raise
+            delay = min(delay * 2, longest)
+
+
+def _note_refusal(exc: BaseException) -> None:
+    # Many threads may wait at once: one line per few seconds with their count, not one each.
+    now = time.monotonic()
+    with _refusals_lock:
+        _refusals["count"] += 1
+        if now - _refusals["logged_at"] < REFUSAL_LOG_EVERY_S:
+            return
+        count, _refusals["count"], _refusals["logged_at"] = _refusals["count"], 0, now
+    log.warning(
+        "database refused a connection; waiting for one",
+        # The type and SQLSTATE only: a driver's message may quote the connection's details.
+        extra={
+            "event": "db_connect_refused",
+            "error": f"{type(exc).__name__} (sqlstate {getattr(exc, 'sqlstate', None)})",
+            "count": count,
+        },
     )
 
 
 @lru_cache(maxsize=4)
-def _cached_engine(url: str, pool_size: int) -> Engine:
-    return make_engine(url, pool_size)
+def _cached_engine(url: str, options: PoolOptions) -> Engine:
+    return make_engine(url, options.pool_size, options)
 
 
 def engine_for(url: str, pool_size: int = 4) -> Engine:
-    """A shared engine for this URL (one pool per process and URL)."""
-    return _cached_engine(url, pool_size)
+    """A shared engine for this URL (one pool per process and URL), for commands that need
+    fewer connections than a worker."""
+    return _cached_engine(url, pool_options(get_settings(), pool_size))
 
 
 def get_engine() -> Engine:
+    """This process's engine, bounded by TICKETRELAY_DATABASE_POOL_SIZE and its siblings."""
     settings = get_settings()
-    return _cached_engine(settings.database_url, max(10, settings.worker_concurrency + 4))
+    return _cached_engine(settings.database_url, pool_options(settings))
 
 
 _write_locks: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()

@@ -16,6 +16,7 @@ import httpx
 import redis
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from schemas.result import ResultError
 from schemas.statuses import Status
@@ -33,8 +34,10 @@ from worker.webhooks import outbox
 
 log = logging.getLogger("ticketrelay.issue")
 
-# Redis or the database went away: the sweeper re-drives the key later; no stack trace needed.
-TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OperationalError, OSError)
+# Redis or the database went away, or no connection came free within
+# TICKETRELAY_DATABASE_POOL_TIMEOUT_S (a refused connect has waited in worker.db by then): the
+# sweeper re-drives the key later; no stack trace needed.
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OperationalError, PoolTimeout, OSError)
 
 
 @dataclass

@@ -88,6 +88,21 @@ class Settings(LogSettings):
 
     redis_url: str = MaskedUrl("redis://127.0.0.1:6379/0")
     database_url: str = MaskedUrl("sqlite:///ticketrelay.db")
+    # Connection budget (docs/operations.md#connection-budget): every process keeps at most
+    # pool_size + max_overflow connections, and work that finds them all busy waits up to
+    # pool_timeout_s for one instead of failing. With the group commit, a worker's hot writes
+    # share one connection: a few more serve its reads.
+    database_pool_size: int = Field(default=8, ge=1, le=200)
+    database_max_overflow: int = Field(default=2, ge=0, le=200)
+    database_pool_timeout_s: float = Field(default=30.0, gt=0)
+    # A connection PostgreSQL refuses for now (too many clients, starting up or shutting down,
+    # nothing listening) is tried again with backoff for up to this long before the error
+    # reaches the work; 0: not retried.
+    database_connect_wait_s: float = Field(default=30.0, ge=0)
+    # Behind PgBouncer in transaction pooling mode: no server-side prepared statements (a
+    # statement prepared on one server connection is unknown on the next), and no start-up
+    # check of max_connections (the pooler's own pool is the budget then).
+    database_transaction_pooler: bool = False
     intake_stream: str = "ticketrelay:bookings"
     results_stream: str = "ticketrelay:results"
     # reply_to must start with this prefix, so a message cannot make us write to any key.

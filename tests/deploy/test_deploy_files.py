@@ -204,10 +204,12 @@ def ticketrelay_services() -> dict[str, dict[str, Any]]:
 
 
 def service_env(service: dict[str, Any]) -> dict[str, str]:
+    """A service's variables as its process sees them with deploy/.env's optional variables
+    unset: `${NAME:-default}` is the default (Compose interpolates before the process starts)."""
     env = service.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
-    return {k: str(v) for k, v in env.items()}
+    return {k: re.sub(r"\$\{[A-Za-z0-9_]+:-([^}]*)\}", r"\1", str(v)) for k, v in env.items()}
 
 
 @cache

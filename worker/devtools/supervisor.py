@@ -32,7 +32,12 @@ class Supervisor:
         self, name: str, args: list[str], env: dict[str, str] | None = None, prefix: list[str] | None = None
     ) -> subprocess.Popen[bytes]:
         """Start `python -m worker.ops.cli ARGS`, behind `prefix` if given (e.g. an `unshare` that
-        gives the process a host name of its own)."""
+        gives the process a host name of its own). A process already running under `name` is
+        stopped first: replaced in `procs` without that, it was left running, unknown to stop(),
+        with its Redis and database connections (an orphan worker per restart)."""
+        previous = self.procs.get(name)
+        if previous is not None and previous.poll() is None:
+            _end(previous, timeout=10.0)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
@@ -63,3 +68,15 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _end(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM to the process group, SIGKILL after `timeout`; returns once it has exited."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

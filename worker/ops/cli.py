@@ -42,7 +42,10 @@ def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
 
     def handler(_signum: int, _frame: Any) -> None:
+        from worker import db
+
         stop.set()
+        db.stop_waiting()  # a connect waiting for a refusing database gives up
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
@@ -57,8 +60,9 @@ def _refuse(command: str, exc: AccountsError) -> int:
 
 
 def cmd_intake(_args: argparse.Namespace) -> int:
+    from worker import db_budget
     from worker.app import enqueue_cancel, enqueue_issue, enqueue_issue_many
-    from worker.db import get_engine
+    from worker.db import get_engine, pool_options
     from worker.intake import Intake
 
     setup_logging()
@@ -68,6 +72,7 @@ def cmd_intake(_args: argparse.Namespace) -> int:
         accounts = get_accounts(settings)
     except AccountsError as exc:
         return _refuse("intake", exc)
+    db_budget.check_in_background(get_engine(), pool_options(settings))
     intake = Intake(
         _redis("intake"),
         get_engine(),

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from worker import redis_clients
-from worker.db import make_engine
+from worker.db import make_engine, pool_options
 from worker.ops.metrics.collector import TicketrelayCollector
 from worker.outage import outage_collectors
 from worker.settings import AccountsError, Settings, get_accounts, get_settings
@@ -66,7 +66,7 @@ class MetricsServer:
         cache_s: float | None = None,
     ) -> None:
         self.settings = settings
-        self.engine = make_engine(settings.database_url, pool_size=2)
+        self.engine = make_engine(settings.database_url, options=pool_options(settings, pool_size=2))
         self.client = redis_clients.client("ops", settings)
         accounts = get_accounts(settings)
         self.registry = CollectorRegistry(auto_describe=False)
