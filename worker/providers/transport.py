@@ -41,8 +41,9 @@ class PooledTransport(httpx.BaseTransport):
     """One pool per account, shared by the worker's threads (urllib3's pools are thread-safe).
     `maxsize`: connections kept per host; more are opened when needed and closed after use."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext, maxsize: int, keepalive_s: float = 30.0) -> None:
-        del keepalive_s  # urllib3 drops a connection the server closed when it next takes it
+    def __init__(self, *, ssl_context: ssl.SSLContext, maxsize: int) -> None:
+        # No keep-alive expiry to set: urllib3 drops a connection the server closed when it
+        # next takes it from the pool.
         self._pool = urllib3.PoolManager(
             num_pools=8,
             maxsize=maxsize,
